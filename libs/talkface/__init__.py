@@ -1,0 +1,1 @@
+"""talkface: talkserve's built-in talking-head engine (no gRPC, no protobuf in here)."""
