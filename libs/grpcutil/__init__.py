@@ -1,0 +1,1 @@
+"""gRPC scaffolding shared by talkserve's services: server factory, model-job runner, error mapping."""
