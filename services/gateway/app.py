@@ -1,0 +1,64 @@
+"""Build the gateway's FastAPI application: routers, error shapes, and the dispatcher's lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import FastAPI
+
+from libs.store.client import ObjectStore
+from libs.store.settings import StoreSettings
+from libs.tasks import TaskStore
+from services.gateway.clients import Clients
+from services.gateway.context import Gateway
+from services.gateway.dispatcher import Dispatcher
+from services.gateway.errors import install_handlers
+from services.gateway.pipeline import Pipeline
+from services.gateway.routers import dicetalk
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """talkserve turns a portrait (or a video) and speech into a talking-head video.
+
+Every endpoint of the DICE-Talk, EchoMimic and LatentSync API documents answers here at its
+documented path. Results are made by talkserve's built-in engine unless a response names
+another engine.
+"""
+
+
+def build_gateway(settings: GatewaySettings, store_settings: StoreSettings | None = None) -> Gateway:
+    """Connect to the store and the services; nothing is started yet."""
+    store = ObjectStore(store_settings or StoreSettings())
+    store.ensure_bucket()
+    tasks = TaskStore(store)
+    clients = Clients(settings.media_target, {
+        "dicetalk": settings.dicetalk_targets,
+        "echomimic": settings.echomimic_targets,
+        "latentsync": settings.latentsync_targets,
+    })
+    pipeline = Pipeline(settings, clients, tasks, store)
+    return Gateway(settings, store, tasks, clients, Dispatcher(settings, clients, tasks, pipeline))
+
+
+def create_app(settings: GatewaySettings | None = None, store_settings: StoreSettings | None = None) -> FastAPI:
+    """The gateway app; the dispatcher runs while the app is up."""
+    settings = settings or GatewaySettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        gw = build_gateway(settings, store_settings)
+        app.state.gateway = gw
+        gw.dispatcher.start()
+        log.info("gateway %s ready", settings.gateway_id)
+        try:
+            yield
+        finally:
+            gw.dispatcher.stop()
+            gw.clients.close()
+
+    app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan)
+    install_handlers(app)
+    app.include_router(dicetalk.router)
+    return app

@@ -1,0 +1,102 @@
+"""Take a job's inputs in: stream the upload, check each file by decoding it, store it, validate params."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import tempfile
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import grpc
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from libs.grpcutil.errors import error_code_of
+from services.gateway.context import Gateway
+from services.gateway.pipeline import ref, task_key
+from services.gateway.uploads import FilePart, Form, UploadError, read_form
+from talkserve.media.v1 import media_pb2
+
+# A decoded portrait larger than this is refused before it can exhaust memory.
+MAX_IMAGE_PIXELS = 40_000_000
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
+                 "enum", "too_long", "too_short"}
+
+
+class IntakeError(Exception):
+    """An input is unusable; `status` is the HTTP status, `message` what the client is told."""
+
+    def __init__(self, status: int, message: str, detail: object = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+
+
+@dataclass
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+
+
+@contextlib.asynccontextmanager
+async def uploaded_form(request: Request, limits: dict[str, int], default_limit: int) -> AsyncIterator[Form]:
+    """The request's form, its files in a temp dir removed when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="talkserve-upload-") as tmp:
+        try:
+            form = await read_form(request, pathlib.Path(tmp), limits, default_limit)
+        except UploadError as exc:
+            raise IntakeError(exc.status, str(exc)) from exc
+        yield form
+
+
+def check_image(part: FilePart, allowed: tuple[str, ...] = ("JPEG", "PNG")) -> ImageInfo:
+    """Decode the whole image: the client's content type and file name are not trusted."""
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with Image.open(part.path) as img:
+            fmt = img.format or ""
+            img.load()
+            size = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise IntakeError(400, f"{part.field} is not a readable image ({exc.__class__.__name__})") from exc
+    if fmt not in allowed:
+        raise IntakeError(400, f"{part.field} is a {fmt or 'unknown'} image; allowed: {', '.join(allowed)}")
+    return ImageInfo(fmt, *size)
+
+
+def parse_params(model: type[BaseModel], values: dict[str, object]) -> BaseModel:
+    """Validate form values; out-of-range values are 400, malformed ones 422."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        status = 400 if all(e["type"] in _RANGE_ERRORS for e in errors) else 422
+        first = errors[0]
+        field = ".".join(str(p) for p in first["loc"]) or "request"
+        raise IntakeError(status, f"{field}: {first['msg']}", detail=errors) from exc
+
+
+async def store_input(gw: Gateway, task_id: str, name: str, part: FilePart) -> str:
+    """Put one uploaded file under the task's inputs; returns its key."""
+    key = task_key(task_id, "inputs", name)
+    await run_in_threadpool(gw.store.put_file, key, str(part.path), part.content_type or None)
+    return key
+
+
+async def probe(gw: Gateway, key: str, kind: int, what: str) -> media_pb2.MediaInfo:
+    """Have the media service decode a stored input; a mismatch is the client's fault."""
+    try:
+        reply = await run_in_threadpool(
+            gw.clients.media.Probe, media_pb2.ProbeRequest(source=ref(key), expect=kind), timeout=60
+        )
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise IntakeError(400, f"{what} could not be decoded: {err.details()}", error_code_of(err)) from err
+        raise IntakeError(503, f"media service unavailable: {err.code().name}") from err
+    return reply.info

@@ -1,0 +1,176 @@
+"""The DICE-Talk API (`../shared/spec/dicetalk-api.md`): health, start, status, download."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Literal, Optional
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from libs.talkface.api import EMOTIONS
+from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
+from services.gateway.context import GatewayDep
+from services.gateway.dispatcher import QueueFull
+from services.gateway.errors import dicetalk_error
+from services.gateway.intake import IntakeError, check_image, parse_params, probe, store_input, uploaded_form
+from services.gateway.responses import stream_result
+from talkserve.media.v1 import media_pb2
+
+router = APIRouter(tags=["DICE-Talk"])
+
+Emotion = Literal["contempt", "sad", "happy", "surprised", "angry", "disgusted", "fear", "neutral"]
+assert set(Emotion.__args__) == set(EMOTIONS)
+
+
+class SynthesisParams(BaseModel):
+    """The form fields of POST /api/v1/synthesis/start, with the documented ranges and defaults."""
+
+    emotion: Emotion = Field(description="one of the eight emotions")
+    ref_scale: float = Field(3.0, ge=0.0, le=10.0, description="reference scale (recorded, unused by talkface-1)")
+    emo_scale: float = Field(6.0, ge=0.0, le=10.0, description="emotion intensity")
+    crop: bool = Field(False, description="crop the portrait to the face region")
+    inference_steps: int = Field(20, ge=8, le=50, description="diffusion steps (recorded, unused by talkface-1)")
+    duration: Optional[float] = Field(None, ge=0.1, le=300.0, description="video length in seconds; default: the audio's")
+    fps: int = Field(24, ge=8, le=60, description="frames per second")
+    seed: Optional[int] = Field(None, ge=0, le=2147483647, description="random seed; default: random")
+    dynamic_scale: float = Field(1.0, ge=0.1, le=3.0, description="head-motion scale")
+    min_resolution: int = Field(256, ge=128, le=2048, description="shorter side of the output in pixels")
+    expand_ratio: float = Field(0.5, ge=0.1, le=2.0, description="face-crop expansion")
+
+
+class StartResponse(BaseModel):
+    task_id: str
+    status: str
+    message: str
+
+
+class StatusResponse(BaseModel):
+    task_id: str
+    status: str
+    progress: float
+    message: str
+    created_at: str
+    updated_at: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    gpu_available: bool
+    model_loaded: bool
+    version: str
+
+
+_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["image", "audio", "emotion"],
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "portrait (JPG, JPEG, PNG; at most 10 MB)"},
+        "audio": {"type": "string", "format": "binary", "description": "speech (WAV, MP3; at most 50 MB)"},
+        **SynthesisParams.model_json_schema()["properties"],
+    },
+}
+
+# DICE-Talk status values are upper case, exactly the task states talkserve keeps.
+_STATUS = {TaskStatus.PENDING: "PENDING", TaskStatus.PROCESSING: "PROCESSING",
+           TaskStatus.COMPLETED: "COMPLETED", TaskStatus.FAILED: "FAILED", TaskStatus.CANCELLED: "FAILED"}
+
+
+def _timestamp(value) -> str:
+    return value.replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+@router.get("/api/health", response_model=HealthResponse)
+def health(gw: GatewayDep) -> HealthResponse:
+    """Service state and whether the DICE-Talk model is loaded on a replica."""
+    states = [(r.serving(), r.capacity()) for r in gw.clients.replicas["dicetalk"]]
+    loaded = any(up and cap is not None and not cap.draining for up, cap in states)
+    healthy = loaded and gw.clients.media_serving()
+    return HealthResponse(
+        status="healthy" if healthy else "unhealthy",
+        gpu_available=any(cap is not None and cap.gpu for _, cap in states),
+        model_loaded=loaded,
+        version=gw.settings.version,
+    )
+
+
+def _load(gw, task_id: str) -> TaskRecord:
+    try:
+        record, _ = gw.tasks.get(task_id)
+    except TaskNotFound:
+        raise dicetalk_error(404, "Task not found")
+    if record.api != "dicetalk":
+        raise dicetalk_error(404, "Task not found")
+    return record
+
+
+@router.post(
+    "/api/v1/synthesis/start",
+    response_model=StartResponse,
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}},
+)
+async def start(request: Request, gw: GatewayDep) -> StartResponse:
+    """Upload a portrait and speech and start a synthesis task."""
+    limits = {"image": gw.settings.image_max_bytes, "audio": gw.settings.audio_max_bytes}
+    task_id = str(uuid.uuid4())
+    try:
+        async with uploaded_form(request, limits, default_limit=gw.settings.audio_max_bytes) as form:
+            image, audio = form.file("image"), form.file("audio")
+            if image is None or audio is None:
+                missing = [n for n, p in (("image", image), ("audio", audio)) if p is None]
+                raise IntakeError(422, f"missing file field(s): {', '.join(missing)}")
+            values = {k: form.value(k) for k in SynthesisParams.model_fields if form.value(k) not in (None, "")}
+            params = parse_params(SynthesisParams, values)
+            try:
+                check_image(image)
+            except IntakeError:
+                raise IntakeError(400, "Invalid image file type. Allowed types: ['image/jpeg', 'image/png']")
+            inputs = {"image": await store_input(gw, task_id, "image", image),
+                      "audio": await store_input(gw, task_id, "audio", audio)}
+    except IntakeError as exc:
+        raise dicetalk_error(exc.status, exc.message, exc.detail)
+    try:
+        await probe(gw, inputs["audio"], media_pb2.MEDIA_KIND_AUDIO, "audio")
+    except IntakeError as exc:
+        await run_in_threadpool(gw.store.delete_prefix, f"tasks/{task_id}/")
+        raise dicetalk_error(exc.status, "Invalid audio file: " + exc.message if exc.status == 400 else exc.message)
+
+    values = params.model_dump()
+    if values["seed"] is None:
+        values["seed"] = secrets.randbelow(2**31)
+    record = TaskRecord(id=task_id, kind="dicetalk", api="dicetalk", status=TaskStatus.PENDING,
+                        message="Task created successfully", params=values, inputs=inputs)
+    await run_in_threadpool(gw.tasks.create, record)
+    try:
+        gw.dispatcher.submit(task_id, "dicetalk")
+    except QueueFull as exc:
+        await run_in_threadpool(gw.tasks.delete, task_id)
+        raise dicetalk_error(503, "Task queue is full", str(exc), headers={"Retry-After": "30"})
+    return StartResponse(task_id=task_id, status="PENDING", message="Task created successfully")
+
+
+@router.get("/api/v1/synthesis/{task_id}/status", response_model=StatusResponse)
+def status(task_id: str, gw: GatewayDep) -> StatusResponse:
+    """Status and progress (0.0–1.0) of a synthesis task."""
+    rec = _load(gw, task_id)
+    message = rec.message
+    if rec.status == TaskStatus.PENDING:
+        pos = gw.dispatcher.position(task_id, rec.kind)
+        if pos is not None:
+            message = f"Waiting in queue (position {pos + 1})"
+    return StatusResponse(
+        task_id=rec.id, status=_STATUS[rec.status], progress=round(rec.progress, 4), message=message,
+        created_at=_timestamp(rec.created_at), updated_at=_timestamp(rec.updated_at),
+    )
+
+
+@router.get("/api/v1/synthesis/{task_id}/download", response_class=None,
+            responses={200: {"content": {"video/mp4": {}}, "description": "the MP4 video"}})
+def download(task_id: str, gw: GatewayDep):
+    """Download the finished MP4."""
+    rec = _load(gw, task_id)
+    if rec.status != TaskStatus.COMPLETED:
+        raise dicetalk_error(400, "Task not completed yet")
+    return stream_result(gw, rec.outputs["video"], "result.mp4")
