@@ -1,0 +1,95 @@
+"""Start talkserve's servers inside the test process, on port 0, against a real store."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterator
+
+import uvicorn
+
+from libs.grpcutil.server import ServerSettings
+from libs.store.client import ObjectStore
+from libs.store.settings import StoreSettings
+from libs.talkface.engine import Engine
+from services.dicetalk.server import DiceTalkSettings, create_dicetalk_server
+from services.echomimic.server import EchoMimicSettings, create_echomimic_server
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from services.latentsync.server import LatentSyncSettings, create_latentsync_server
+from services.media.server import create_media_server
+
+
+def fresh_bucket(base: StoreSettings) -> StoreSettings:
+    settings = base.model_copy(update={"bucket": f"t-{uuid.uuid4().hex[:12]}"})
+    ObjectStore(settings).ensure_bucket()
+    return settings
+
+
+@dataclass
+class Backend:
+    """The media service and one replica of each model service."""
+
+    store_settings: StoreSettings
+    media_target: str
+    targets: dict[str, list[str]]
+    replicas: list
+
+
+@contextlib.contextmanager
+def backend(store_settings: StoreSettings, replicas: int = 1) -> Iterator[Backend]:
+    store = ObjectStore(store_settings)
+    media = create_media_server(_media_settings(), store)
+    started = []
+    targets: dict[str, list[str]] = {}
+    for kind, settings_cls, create in (("dicetalk", DiceTalkSettings, create_dicetalk_server),
+                                       ("echomimic", EchoMimicSettings, create_echomimic_server),
+                                       ("latentsync", LatentSyncSettings, create_latentsync_server)):
+        for i in range(replicas):
+            replica = create(settings_cls(port=0, replica_id=f"{kind}-{i}"), store, Engine)
+            started.append(replica)
+            targets.setdefault(kind, []).append(f"127.0.0.1:{replica.port}")
+    try:
+        for replica in started:
+            assert replica.ready.wait(120), "a model service did not load its engine"
+        yield Backend(store_settings, f"127.0.0.1:{media.port}", targets, started)
+    finally:
+        for replica in started:
+            replica.server.stop(0)
+        media.stop(0)
+
+
+def _media_settings():
+    from services.media.server import MediaSettings
+
+    return MediaSettings(port=0)
+
+
+@contextlib.contextmanager
+def gateway(back: Backend, **overrides) -> Iterator[str]:
+    """Serve the gateway app with uvicorn in a thread; yields its base URL."""
+    settings = GatewaySettings(
+        ports=[0], media_target=back.media_target,
+        dicetalk_targets=back.targets["dicetalk"], echomimic_targets=back.targets["echomimic"],
+        latentsync_targets=back.targets["latentsync"], gateway_id=f"gw-{uuid.uuid4().hex[:6]}", **overrides,
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, back.store_settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "gateway did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
