@@ -1,0 +1,537 @@
+"""The Kubernetes manifests: render base and every overlay with `kubectl kustomize`, validate
+every object offline against the Kubernetes JSON schemas, and check the rules of deploy/k8s
+(hardening, probes, resources, pinned images, headless gRPC Services, secrets by reference,
+and in prod: GPUs, autoscaling, NetworkPolicies, PodDisruptionBudgets, API keys).
+
+kubectl is found or installed by scripts/ensure_kubectl.py (apt, else a PyPI wheel).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate  # the dev extra: pip install -e '.[dev]'
+import pytest
+import yaml
+
+from scripts import ensure_kubectl
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+TARGETS = {
+    "base": K8S / "base",
+    "dev": K8S / "overlays" / "dev",
+    "prod": K8S / "overlays" / "prod",
+}
+# The oldest Kubernetes the manifests are meant for (native gRPC probes are GA since 1.27,
+# matchLabelKeys in topology spread since 1.27).
+KUBERNETES_VERSION = "1.30.0"
+
+MODEL_SERVICES = {"dicetalk": 50061, "echomimic": 50062, "latentsync": 50063}
+GRPC_SERVICES = {**MODEL_SERVICES, "media": 50051}
+TALKSERVE_DEPLOYMENTS = {"gateway", "media", *MODEL_SERVICES}
+GATEWAY_PORTS = {"http": 8000, "http-echomimic": 7688}
+RUN_AS_UID = 10001
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+SECRET_ENV = re.compile(r"(SECRET|PASSWORD|ACCESS_KEY|API_KEYS|TOKEN)", re.I)
+PRIVATE_V4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"]
+
+
+def _check_scaled_object(obj: dict) -> None:
+    """KEDA's ScaledObject is a CRD, not in the schemas: check what KEDA requires by hand."""
+    assert obj["apiVersion"] == "keda.sh/v1alpha1"
+    spec = obj["spec"]
+    assert spec["scaleTargetRef"]["name"], "scaleTargetRef.name is required"
+    assert spec.get("scaleTargetRef", {}).get("kind", "Deployment") == "Deployment"
+    triggers = spec["triggers"]
+    assert triggers, "a ScaledObject needs at least one trigger"
+    for trigger in triggers:
+        assert trigger["type"] == "prometheus"
+        meta = trigger["metadata"]
+        assert meta["serverAddress"].startswith(("http://", "https://"))
+        assert meta["query"]
+        float(meta["threshold"])  # KEDA wants a number, as a string
+        assert isinstance(meta["threshold"], str)
+    lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
+    assert isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi
+
+
+# Kinds that are custom resources: skipped by the schema validation, checked here instead.
+CRD_CHECKS = {("keda.sh/v1alpha1", "ScaledObject"): _check_scaled_object}
+
+
+@pytest.fixture(scope="module")
+def kubectl() -> str:
+    return ensure_kubectl.ensure()
+
+
+@pytest.fixture(scope="module")
+def rendered(kubectl) -> dict[str, list[dict]]:
+    out = {}
+    for name, path in TARGETS.items():
+        proc = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
+        out[name] = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return out
+
+
+@pytest.fixture(params=list(TARGETS))
+def target(request, rendered):
+    return request.param, rendered[request.param]
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def of_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def by_name(docs, kind):
+    return {d["metadata"]["name"]: d for d in of_kind(docs, kind)}
+
+
+def pod_specs(docs):
+    """(workload, pod spec) for every object that makes pods."""
+    return [(d, d["spec"]["template"]["spec"]) for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def containers(spec):
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def deployment_container(docs, name):
+    dep = by_name(docs, "Deployment")[name]
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    return dep, container
+
+
+def quantity(value) -> float:
+    """A Kubernetes quantity as a number (cpu in cores, memory in bytes)."""
+    value = str(value)
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+    for suffix, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+def env_map(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def configmap_env(docs, container):
+    """The variables a container gets from its envFrom ConfigMaps."""
+    cms = by_name(docs, "ConfigMap")
+    merged = {}
+    for ref in container.get("envFrom", []):
+        if "configMapRef" in ref:
+            merged.update(cms[ref["configMapRef"]["name"]]["data"])
+    return merged
+
+
+# ------------------------------------------------------------------------------ every target
+
+def test_renders_and_validates_against_schemas(target):
+    name, docs = target
+    assert docs, f"{name} rendered nothing"
+    for doc in docs:
+        key = (doc["apiVersion"], doc["kind"])
+        where = f"{name}: {doc['kind']}/{doc['metadata'].get('name')}"
+        if key in CRD_CHECKS:
+            CRD_CHECKS[key](doc)
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            pytest.fail(f"{where}: no schema and no CRD check for {key}")
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{where}: {exc}")
+
+
+def test_everything_is_namespaced_in_talkserve(target):
+    name, docs = target
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "talkserve", (name, doc["metadata"]["name"])
+
+
+def test_every_container_has_requests_and_limits(target):
+    name, docs = target
+    for workload, spec in pod_specs(docs):
+        for c in containers(spec):
+            res = c.get("resources", {})
+            where = f"{name}: {workload['metadata']['name']}/{c['name']}"
+            for part in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(res.get(part, {})), f"{where}: {part} need cpu and memory"
+            for r in ("cpu", "memory"):
+                assert quantity(res["requests"][r]) <= quantity(res["limits"][r]), f"{where}: {r} request > limit"
+
+
+def test_security_context_is_hardened(target):
+    name, docs = target
+    for workload, spec in pod_specs(docs):
+        pod_sc = spec.get("securityContext", {})
+        where = f"{name}: {workload['metadata']['name']}"
+        assert spec.get("automountServiceAccountToken") is False, f"{where}: token automounted"
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
+        for c in containers(spec):
+            sc = c.get("securityContext", {})
+            cw = f"{where}/{c['name']}"
+
+            def effective(field, sc=sc):
+                return sc.get(field, pod_sc.get(field))
+
+            assert effective("runAsNonRoot") is True, f"{cw}: runAsNonRoot"
+            assert isinstance(effective("runAsUser"), int) and effective("runAsUser") > 0, f"{cw}: runAsUser"
+            assert (effective("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{cw}: seccomp"
+            assert sc.get("allowPrivilegeEscalation") is False, f"{cw}: allowPrivilegeEscalation"
+            assert sc.get("readOnlyRootFilesystem") is True, f"{cw}: readOnlyRootFilesystem"
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{cw}: capabilities"
+            assert not sc.get("capabilities", {}).get("add"), f"{cw}: adds capabilities"
+            assert not sc.get("privileged"), f"{cw}: privileged"
+            # A read-only root needs a writable /tmp: an emptyDir.
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{cw}: /tmp is not an emptyDir"
+
+
+def test_talkserve_images_run_as_the_image_user(target):
+    _, docs = target
+    for name in TALKSERVE_DEPLOYMENTS:
+        dep, c = deployment_container(docs, name)
+        assert dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == RUN_AS_UID
+        assert c["securityContext"]["runAsUser"] == RUN_AS_UID
+
+
+def test_probes(target):
+    name, docs = target
+    for workload, spec in pod_specs(docs):
+        if workload["kind"] == "Job":
+            continue
+        for c in spec["containers"]:
+            where = f"{name}: {workload['metadata']['name']}/{c['name']}"
+            assert "readinessProbe" in c and "livenessProbe" in c, f"{where}: needs readiness and liveness"
+    for svc, port in GRPC_SERVICES.items():
+        _, c = deployment_container(docs, svc)
+        (grpc_port,) = [p["containerPort"] for p in c["ports"] if p["name"] == "grpc"]
+        assert grpc_port == port
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"]["port"] == port, f"{name}: {svc} {probe} is not a native grpc probe"
+            assert "service" not in c[probe]["grpc"], "probe the server's overall health ('')"
+    for svc in MODEL_SERVICES:
+        _, c = deployment_container(docs, svc)
+        startup = c["startupProbe"]
+        # A slow model load (60 x 5 s) must not get the container killed.
+        assert startup["failureThreshold"] * startup["periodSeconds"] >= 300, f"{name}: {svc} startupProbe"
+    _, gw = deployment_container(docs, "gateway")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert gw[probe]["httpGet"] == {"path": "/api/health", "port": "http"}, f"{name}: gateway {probe}"
+        assert gw[probe]["timeoutSeconds"] >= 5  # /api/health asks the replicas, 2 s each at most
+
+
+def test_ports_are_named(target):
+    name, docs = target
+    for workload, spec in pod_specs(docs):
+        for c in containers(spec):
+            for p in c.get("ports", []):
+                assert p.get("name"), f"{name}: {workload['metadata']['name']}/{c['name']} port {p} unnamed"
+                assert len(p["name"]) <= 15
+    for svc in of_kind(docs, "Service"):
+        for p in svc["spec"]["ports"]:
+            assert p.get("name"), f"{name}: Service {svc['metadata']['name']} port unnamed"
+            assert isinstance(p.get("targetPort"), str), f"{name}: Service {svc['metadata']['name']} targets a number"
+
+
+def test_images_are_pinned(target):
+    name, docs = target
+    for workload, spec in pod_specs(docs):
+        for c in containers(spec):
+            image = c["image"]
+            where = f"{name}: {workload['metadata']['name']}/{c['name']}: {image}"
+            last = image.rsplit("/", 1)[-1]
+            assert "@sha256:" in image or ":" in last, f"{where}: no tag"
+            tag = last.split("@")[0].partition(":")[2]
+            assert tag != "latest" and (tag or "@sha256:" in image), f"{where}: latest or empty tag"
+            assert c.get("imagePullPolicy") != "Always", where
+
+
+def test_talkserve_images_have_a_dockerfile_target(target):
+    """Every ghcr.io/talkserve/<svc>[:<v>-gpu] image is built by a target of the Dockerfile."""
+    _, docs = target
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", dockerfile, re.M | re.I))
+    for workload, spec in pod_specs(docs):
+        for c in containers(spec):
+            if c["image"].startswith("ghcr.io/talkserve/"):
+                svc, _, tag = c["image"].removeprefix("ghcr.io/talkserve/").partition(":")
+                wanted = f"{svc}-gpu" if tag.endswith("-gpu") else svc
+                assert wanted in stages, f"{c['image']}: no Dockerfile target {wanted}"
+                assert c["args"] == ["python", "-m", f"services.{svc}"]
+
+
+def test_grpc_services_are_headless(target):
+    name, docs = target
+    services = by_name(docs, "Service")
+    for svc, port in GRPC_SERVICES.items():
+        spec = services[svc]["spec"]
+        assert spec.get("clusterIP") == "None", f"{name}: Service {svc} must be headless"
+        assert spec["selector"] == {"app.kubernetes.io/name": svc}
+        assert [(p["name"], p["port"], p["targetPort"]) for p in spec["ports"]] == [("grpc", port, "grpc")]
+    gw = services["gateway"]["spec"]
+    assert {p["name"]: p["port"] for p in gw["ports"]} == GATEWAY_PORTS
+    _, c = deployment_container(docs, "gateway")
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == GATEWAY_PORTS
+
+
+def test_gateway_dials_the_headless_services(target):
+    """Targets are `dns:///<service>:<port>` naming a headless Service that exists."""
+    _, docs = target
+    services = by_name(docs, "Service")
+    _, c = deployment_container(docs, "gateway")
+    env = configmap_env(docs, c)
+    assert env["TALKSERVE_GATEWAY_HOST"] == "0.0.0.0"
+    assert json.loads(env["TALKSERVE_GATEWAY_PORTS"]) == list(GATEWAY_PORTS.values())
+    wanted = {"MEDIA_TARGET": ("media", False)}
+    wanted.update({f"{s.upper()}_TARGETS": (s, True) for s in MODEL_SERVICES})
+    for key, (svc, is_list) in wanted.items():
+        raw = env[f"TALKSERVE_GATEWAY_{key}"]
+        targets = json.loads(raw) if is_list else [raw]
+        assert targets == [f"dns:///{svc}:{GRPC_SERVICES[svc]}"], key
+        assert services[svc]["spec"]["clusterIP"] == "None"
+
+
+def test_services_listen_on_all_interfaces(target):
+    _, docs = target
+    for svc, port in GRPC_SERVICES.items():
+        _, c = deployment_container(docs, svc)
+        env = configmap_env(docs, c)
+        prefix = f"TALKSERVE_{svc.upper()}_"
+        assert env[prefix + "HOST"] == "0.0.0.0" and int(env[prefix + "PORT"]) == port
+        assert env["TALKSERVE_S3_ENDPOINT"] == "minio:9000"
+
+
+def test_termination_grace_covers_the_drain(target):
+    name, docs = target
+    for svc in GRPC_SERVICES:
+        dep, c = deployment_container(docs, svc)
+        grace = float(configmap_env(docs, c)[f"TALKSERVE_{svc.upper()}_GRACE_SECONDS"])
+        period = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert period >= grace + 10, f"{name}: {svc} is killed before its {grace} s drain ends"
+    for svc in MODEL_SERVICES:
+        dep, _ = deployment_container(docs, svc)
+        assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 600
+
+
+def test_secrets_come_from_secret_key_refs(target):
+    name, docs = target
+    for workload, spec in pod_specs(docs):
+        for c in containers(spec):
+            for var in c.get("env", []):
+                if SECRET_ENV.search(var["name"]) and var["name"] != "TALKSERVE_GATEWAY_REQUIRE_API_KEYS":
+                    assert "value" not in var, f"{name}: {var['name']} is a literal"
+                    assert "secretKeyRef" in var.get("valueFrom", {}), f"{name}: {var['name']} not from a Secret"
+            for ref in c.get("envFrom", []):
+                assert "secretRef" not in ref, "name the secret keys one by one"
+    for cm in of_kind(docs, "ConfigMap"):
+        for key in cm.get("data", {}):
+            assert not SECRET_ENV.search(key), f"{name}: ConfigMap {cm['metadata']['name']} holds {key}"
+    secrets = of_kind(docs, "Secret")
+    if name == "dev":
+        for s in secrets:
+            assert s["metadata"]["annotations"]["talkserve.dev/dev-only"] == "true"
+    else:
+        assert not secrets, f"{name}: real Secrets are created with kubectl, never committed"
+
+
+def test_referenced_secrets_exist_or_are_documented(target):
+    name, docs = target
+    refs = set()
+    for _, spec in pod_specs(docs):
+        for c in containers(spec):
+            for var in c.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs.add(ref["name"])
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    if name == "dev":
+        assert refs <= {s["metadata"]["name"] for s in of_kind(docs, "Secret")}
+    else:
+        for secret in refs:
+            assert f"kubectl create secret generic {secret}" in readme or \
+                f"kubectl -n talkserve create secret generic {secret}" in readme, secret
+
+
+def test_gateway_is_scraped_by_prometheus(target):
+    _, docs = target
+    dep, _ = deployment_container(docs, "gateway")
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true"
+    assert int(ann["prometheus.io/port"]) in GATEWAY_PORTS.values()
+    assert ann["prometheus.io/path"] == "/metrics"
+
+
+def test_minio_and_its_setup_job(target):
+    _, docs = target
+    sts = by_name(docs, "StatefulSet")["minio"]
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    assert by_name(docs, "Service")[sts["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
+    assert {p["port"] for p in by_name(docs, "Service")["minio"]["spec"]["ports"]} == {9000}
+    job = by_name(docs, "Job")["minio-setup"]
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    assert c["image"].startswith("quay.io/minio/mc:RELEASE.")
+    assert "mc mb --ignore-existing" in c["args"][0]
+
+
+# ------------------------------------------------------------------------------ per overlay
+
+def test_dev_is_small_cpu_and_private(rendered):
+    docs = rendered["dev"]
+    for dep in of_kind(docs, "Deployment"):
+        assert dep["spec"]["replicas"] == 1
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        assert "nvidia.com/gpu" not in c["resources"].get("limits", {})
+        assert not c["image"].endswith("-gpu")
+        assert quantity(c["resources"]["requests"]["memory"]) <= 2**30
+    assert not of_kind(docs, "Ingress")
+    assert not of_kind(docs, "ScaledObject")
+    assert {s["metadata"]["name"].rsplit("-", 1)[0] for s in of_kind(docs, "Secret")} == {
+        "talkserve-s3", "talkserve-minio"}
+
+
+def test_prod_model_services_get_gpus(rendered):
+    docs = rendered["prod"]
+    for svc in MODEL_SERVICES:
+        dep, c = deployment_container(docs, svc)
+        spec = dep["spec"]["template"]["spec"]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert c["image"] == f"ghcr.io/talkserve/{svc}:0.1.0-gpu"
+        assert spec["nodeSelector"]
+        assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
+        assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0, "a surge pod needs a spare GPU"
+    for svc in ("gateway", "media"):
+        _, c = deployment_container(docs, svc)
+        assert "nvidia.com/gpu" not in c["resources"]["limits"]
+
+
+def test_prod_autoscales_model_services_on_queue_depth(rendered):
+    docs = rendered["prod"]
+    scaled = by_name(docs, "ScaledObject")
+    assert set(scaled) == set(MODEL_SERVICES)
+    deployments = by_name(docs, "Deployment")
+    for svc, obj in scaled.items():
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] == svc and svc in deployments
+        assert spec["minReplicaCount"] >= 2
+        (trigger,) = spec["triggers"]
+        assert f'talkserve_queue_depth{{kind="{svc}"}}' in trigger["metadata"]["query"]
+        # KEDA's HPA owns the replica count: the Deployment must not fight it on every apply.
+        assert "replicas" not in deployments[svc]["spec"]
+
+
+def test_prod_runs_two_replicas_with_disruption_budgets(rendered):
+    docs = rendered["prod"]
+    deployments = by_name(docs, "Deployment")
+    scaled = by_name(docs, "ScaledObject")
+    pdbs = of_kind(docs, "PodDisruptionBudget")
+    for name, dep in deployments.items():
+        replicas = dep["spec"].get("replicas", scaled.get(name, {}).get("spec", {}).get("minReplicaCount"))
+        assert replicas and replicas >= 2, f"{name}: {replicas} replicas"
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        covering = [p for p in pdbs if p["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert len(covering) == 1, f"{name}: {len(covering)} PodDisruptionBudgets"
+        assert covering[0]["spec"]["minAvailable"] < replicas
+        assert dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
+
+
+def test_prod_requires_api_keys(rendered):
+    _, c = deployment_container(rendered["prod"], "gateway")
+    env = env_map(c)
+    assert env["TALKSERVE_GATEWAY_REQUIRE_API_KEYS"]["value"] == "true"
+    assert env["TALKSERVE_GATEWAY_API_KEYS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "talkserve-api-keys", "key": "api-keys"}
+    for other in ("base", "dev"):
+        _, c = deployment_container(rendered[other], "gateway")
+        assert "TALKSERVE_GATEWAY_REQUIRE_API_KEYS" not in env_map(c)
+
+
+def test_prod_ingress_reaches_the_gateway(rendered):
+    (ing,) = of_kind(rendered["prod"], "Ingress")
+    backends = [p["backend"]["service"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+    assert backends == [{"name": "gateway", "port": {"name": "http"}}]
+    assert ing["spec"]["tls"]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items() and not selector.get("matchExpressions")
+
+
+def _policies_for(policies, labels, kind):
+    return [p for p in policies if kind in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], labels)]
+
+
+def _allowed_ingress_peers(policies, labels, port):
+    """Pod label sets (or 'any') allowed to reach pods with `labels` on `port`."""
+    peers = []
+    for pol in _policies_for(policies, labels, "Ingress"):
+        for rule in pol["spec"].get("ingress", []):
+            ports = [p["port"] for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            peers.extend(rule.get("from", []) or ["any"])
+    return peers
+
+
+def test_prod_network_policies(rendered):
+    docs = rendered["prod"]
+    policies = of_kind(docs, "NetworkPolicy")
+    default = [p for p in policies if p["spec"]["podSelector"] == {}
+               and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+               and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert default, "no default-deny policy"
+    labels = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+              for d in docs if d["kind"] in WORKLOAD_KINDS}
+    # Only the gateway reaches the model services and the media service.
+    for svc, port in GRPC_SERVICES.items():
+        peers = _allowed_ingress_peers(policies, labels[svc], port)
+        assert peers, f"{svc}: nothing may reach it"
+        for peer in peers:
+            assert peer != "any" and set(peer) == {"podSelector"}, f"{svc}: open to {peer}"
+            assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "gateway"}}
+    # Only talkserve pods reach MinIO, on 9000 only.
+    peers = _allowed_ingress_peers(policies, labels["minio"], 9000)
+    assert peers and all(p != "any" and p == {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/part-of": "talkserve"}}} for p in peers)
+    for pol in _policies_for(policies, labels["minio"], "Ingress"):
+        for rule in pol["spec"].get("ingress", []):
+            assert [p["port"] for p in rule["ports"]] == [9000]
+    # Every pod may resolve names; the store is reachable from every talkserve pod.
+    for name, lab in labels.items():
+        egress = [r for p in _policies_for(policies, lab, "Egress") for r in p["spec"].get("egress", [])]
+        assert any({"port": 53, "protocol": "UDP"} in r.get("ports", []) for r in egress), f"{name}: no DNS"
+        if name != "minio":
+            assert any(set(peer) == {"podSelector"} and _selects(peer["podSelector"], labels["minio"])
+                       for r in egress for peer in r.get("to", [])
+                       if 9000 in [p["port"] for p in r.get("ports", [])]), f"{name}: cannot reach minio"
+    # Only the media service reaches the internet, on 80/443, never private ranges.
+    for name, lab in labels.items():
+        blocks = [(peer["ipBlock"], rule) for p in _policies_for(policies, lab, "Egress")
+                  for rule in p["spec"].get("egress", []) for peer in rule.get("to", []) if "ipBlock" in peer]
+        if name != "media":
+            assert not blocks, f"{name} may reach outside the cluster"
+            continue
+        assert blocks
+        for block, rule in blocks:
+            assert sorted(p["port"] for p in rule["ports"]) == [80, 443]
+            net = ipaddress.ip_network(block["cidr"])
+            excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
+            if net.version == 4:
+                for private in map(ipaddress.ip_network, PRIVATE_V4):
+                    assert any(private.subnet_of(e) for e in excepted), f"media may reach {private}"
+            else:
+                for private in map(ipaddress.ip_network, ["fc00::/7", "fe80::/10", "::1/128"]):
+                    assert any(private.subnet_of(e) for e in excepted), f"media may reach {private}"
