@@ -21,13 +21,22 @@ from services.echomimic.server import EchoMimicSettings, create_echomimic_server
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from services.latentsync.server import LatentSyncSettings, create_latentsync_server
-from services.media.server import create_media_server
+from services.media.server import MediaSettings, create_media_server
 
 
-def fresh_bucket(base: StoreSettings) -> StoreSettings:
+@contextlib.contextmanager
+def fresh_bucket(base: StoreSettings) -> Iterator[StoreSettings]:
+    """Settings for a bucket of its own, removed afterwards (SeaweedFS has few volume slots)."""
     settings = base.model_copy(update={"bucket": f"t-{uuid.uuid4().hex[:12]}"})
-    ObjectStore(settings).ensure_bucket()
-    return settings
+    store = ObjectStore(settings)
+    store.ensure_bucket()
+    try:
+        yield settings
+    finally:
+        try:
+            store.delete_bucket()
+        except Exception:  # noqa: BLE001 - the store may be down after a fault-injection test
+            pass
 
 
 @dataclass
@@ -41,9 +50,9 @@ class Backend:
 
 
 @contextlib.contextmanager
-def backend(store_settings: StoreSettings, replicas: int = 1) -> Iterator[Backend]:
+def backend(store_settings: StoreSettings, replicas: int = 1, **media_settings) -> Iterator[Backend]:
     store = ObjectStore(store_settings)
-    media = create_media_server(_media_settings(), store)
+    media = create_media_server(MediaSettings(port=0, **media_settings), store)
     started = []
     targets: dict[str, list[str]] = {}
     for kind, settings_cls, create in (("dicetalk", DiceTalkSettings, create_dicetalk_server),
@@ -61,12 +70,6 @@ def backend(store_settings: StoreSettings, replicas: int = 1) -> Iterator[Backen
         for replica in started:
             replica.server.stop(0)
         media.stop(0)
-
-
-def _media_settings():
-    from services.media.server import MediaSettings
-
-    return MediaSettings(port=0)
 
 
 @contextlib.contextmanager

@@ -28,8 +28,8 @@ T = TypeVar("T")
 
 _STAGES = {
     "analyse": (common_pb2.JOB_STAGE_ANALYSING, 0.0, 0.1),
-    "render": (common_pb2.JOB_STAGE_RENDERING, 0.1, 0.95),
-    "encode": (common_pb2.JOB_STAGE_RENDERING, 0.1, 0.95),
+    "render": (common_pb2.JOB_STAGE_RENDERING, 0.1, 0.93),
+    "encode": (common_pb2.JOB_STAGE_RENDERING, 0.93, 0.95),
     "upload": (common_pb2.JOB_STAGE_UPLOADING, 0.95, 1.0),
 }
 
@@ -92,13 +92,16 @@ class _Tracker:
     def __init__(self):
         self.started = time.monotonic()
         self.render_started: float | None = None
+        self.fraction = 0.0
 
     def to_proto(self, p: api.Progress) -> common_pb2.Progress:
         stage, lo, hi = _STAGES.get(p.stage, (common_pb2.JOB_STAGE_RENDERING, 0.1, 0.95))
         part = (p.done / p.total) if p.total > 0 else 0.0
-        fraction = lo + (hi - lo) * min(max(part, 0.0), 1.0)
+        # Clients draw progress bars: never report less than before.
+        self.fraction = max(self.fraction, lo + (hi - lo) * min(max(part, 0.0), 1.0))
+        fraction = self.fraction
         eta = -1.0
-        if p.stage in ("render", "encode") and p.total > 0:
+        if p.stage == "render" and p.total > 0:
             now = time.monotonic()
             if self.render_started is None:
                 self.render_started = now

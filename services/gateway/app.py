@@ -15,7 +15,7 @@ from services.gateway.context import Gateway
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import install_handlers
 from services.gateway.pipeline import Pipeline
-from services.gateway.routers import dicetalk
+from services.gateway.routers import dicetalk, echomimic, latentsync, tasks
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -60,5 +60,6 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
 
     app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan)
     install_handlers(app)
-    app.include_router(dicetalk.router)
+    for module in (dicetalk, echomimic, latentsync, tasks):
+        app.include_router(module.router)
     return app

@@ -1,9 +1,11 @@
 """The gateway's queue: FIFO per model kind, dispatched against the replicas' real free slots.
 
-A task enters the queue when it is created and again when this gateway starts and finds it
-unfinished in the store. Before running a task the dispatcher claims it in the store with a
-lease, so no two gateways run it at once; leases are renewed while the task runs, and one
-whose holder died expires and is taken over.
+The queue holds work items: a whole task, or one segment of a multi-audio task, so the
+segments of one task spread over every replica with a free slot. A task enters the queue
+when it is created and again when a gateway starts and finds it unfinished in the store.
+Before running anything of a task the dispatcher claims the task in the store with a lease,
+so no two gateways run it; leases are renewed while it runs, and one whose holder died
+expires and is taken over.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
+from dataclasses import dataclass, field
 
-from libs.tasks import TaskStatus, TaskStore
+from libs.tasks import LeaseLost, TaskNotFound, TaskRecord, TaskStatus, TaskStore
 from services.gateway.clients import Clients, Replica
-from services.gateway.pipeline import Pipeline, Retryable, Run, TaskFailed
+from services.gateway.pipeline import MODEL_KIND, Pipeline, Retryable, Run, TaskFailed
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -27,16 +29,34 @@ class QueueFull(Exception):
     """The kind's queue holds `max_queue` waiting tasks already."""
 
 
+@dataclass(frozen=True)
+class Item:
+    """One unit of dispatch: a task, or segment `segment` of a multi-audio task."""
+
+    task_id: str
+    segment: int | None = None
+
+
+@dataclass
+class Held:
+    """A task this gateway has claimed, with its running units."""
+
+    record: TaskRecord
+    runs: dict[int | None, Run] = field(default_factory=dict)
+    left: set[int] = field(default_factory=set)  # segments not finished yet
+    failed: bool = False
+
+
 class Dispatcher:
-    """Owns the queues, the running tasks and their leases."""
+    """Owns the queues, the claimed tasks and their leases."""
 
     def __init__(self, settings: GatewaySettings, clients: Clients, tasks: TaskStore, pipeline: Pipeline):
         self.settings = settings
         self.clients = clients
         self.tasks = tasks
         self.pipeline = pipeline
-        self.queues: dict[str, collections.deque[str]] = {k: collections.deque() for k in clients.replicas}
-        self.running: dict[str, Run] = {}
+        self.queues: dict[str, collections.deque[Item]] = {k: collections.deque() for k in clients.replicas}
+        self.held: dict[str, Held] = {}
         self._inflight: dict[str, int] = collections.defaultdict(int)
         self._cond = threading.Condition()
         self._stopping = threading.Event()
@@ -44,42 +64,60 @@ class Dispatcher:
 
     # -- queue ---------------------------------------------------------------------------------
 
-    def submit(self, task_id: str, kind: str, check_limit: bool = True) -> int:
-        """Queue a task; returns its 0-based position among the kind's waiting tasks."""
+    def submit(self, record: TaskRecord, check_limit: bool = True) -> int:
+        """Queue a task's unfinished units; returns its 0-based position among waiting tasks."""
+        kind = MODEL_KIND[record.kind]
+        segments = self.pipeline.pending_segments(record)
         with self._cond:
             queue = self.queues[kind]
-            if check_limit and len(queue) >= self.settings.max_queue:
+            if check_limit and len(self._waiting_ids(kind)) >= self.settings.max_queue:
                 raise QueueFull(f"the {kind} queue is full ({self.settings.max_queue} waiting tasks)")
-            if task_id not in queue:
-                queue.append(task_id)
+            queued = {item for item in queue if item.task_id == record.id}
+            for seg in segments:
+                if Item(record.id, seg) not in queued:
+                    queue.append(Item(record.id, seg))
             self._cond.notify_all()
-            return queue.index(task_id)
+            return self._waiting_ids(kind).index(record.id)
+
+    def _waiting_ids(self, kind: str) -> list[str]:
+        """Ids of the kind's tasks that wait and have nothing running, in queue order."""
+        ids: list[str] = []
+        for item in self.queues[kind]:
+            if item.task_id not in ids and not (item.task_id in self.held and self.held[item.task_id].runs):
+                ids.append(item.task_id)
+        return ids
 
     def position(self, task_id: str, kind: str) -> int | None:
+        """0-based position of a waiting task in its kind's queue; None when not waiting here."""
         with self._cond:
-            try:
-                return self.queues[kind].index(task_id)
-            except (ValueError, KeyError):
-                return None
+            waiting = self._waiting_ids(MODEL_KIND.get(kind, kind))
+            return waiting.index(task_id) if task_id in waiting else None
 
     def snapshot(self, kind: str) -> tuple[list[str], list[str]]:
-        """(waiting ids in order, running ids) for one kind."""
+        """(waiting ids in order, running ids) for one model kind."""
         with self._cond:
-            running = [tid for tid, run in self.running.items() if run.record.kind == kind]
-            return list(self.queues[kind]), running
+            running = [tid for tid, h in self.held.items() if h.runs and MODEL_KIND[h.record.kind] == kind]
+            return self._waiting_ids(kind), running
+
+    def queue_depth(self, kind: str) -> int:
+        with self._cond:
+            return len(self.queues[kind])
 
     def cancel(self, task_id: str) -> bool:
-        """Drop a waiting task or stop a running one; True when this gateway had it."""
+        """Drop a task's queued units and stop its running ones; True when this gateway had it."""
         with self._cond:
+            found = False
             for queue in self.queues.values():
-                if task_id in queue:
-                    queue.remove(task_id)
-                    return True
-            run = self.running.get(task_id)
-        if run is not None:
+                for item in [i for i in queue if i.task_id == task_id]:
+                    queue.remove(item)
+                    found = True
+            held = self.held.get(task_id)
+            runs = list(held.runs.values()) if held else []
+            if held:
+                held.failed = True
+        for run in runs:
             run.cancel()
-            return True
-        return False
+        return found or bool(runs)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -99,27 +137,28 @@ class Dispatcher:
     def _spawn(self, fn, *args, name: str) -> None:
         t = threading.Thread(target=fn, args=args, name=name, daemon=True)
         t.start()
-        self._threads.append(t)
+        if not name.startswith("run-"):
+            self._threads.append(t)
 
     def _recover(self) -> None:
-        """Queue every unfinished task whose claim is free, oldest first."""
+        """Queue every unfinished task, oldest first."""
         found = []
         for task_id in self.tasks.list_ids():
             try:
                 rec, _ = self.tasks.get(task_id)
-            except Exception:  # noqa: BLE001 - a record deleted meanwhile
+            except TaskNotFound:
                 continue
-            if rec.status in _WAITING and rec.kind in self.queues:
-                found.append((rec.created_at, rec.id, rec.kind))
-        for _, task_id, kind in sorted(found):
-            self.submit(task_id, kind, check_limit=False)
+            if rec.status in _WAITING and rec.kind in MODEL_KIND:
+                found.append(rec)
+        for rec in sorted(found, key=lambda r: r.created_at):
+            self.submit(rec, check_limit=False)
         if found:
             log.info("recovered %d unfinished tasks", len(found))
 
     # -- dispatch ------------------------------------------------------------------------------
 
     def _free_replica(self, kind: str) -> Replica | None:
-        """A replica with a free slot, counting the jobs this gateway has sent it already."""
+        """The replica with the most free slots, counting the jobs this gateway sent it already."""
         best, best_free = None, 0
         for replica in self.clients.replicas[kind]:
             cap = replica.capacity()
@@ -146,36 +185,87 @@ class Dispatcher:
             with self._cond:
                 if not queue:
                     continue
-                task_id = queue.popleft()
-            record = self.tasks.claim(task_id, self.settings.gateway_id, self.settings.lease_seconds)
-            if record is None or record.status not in _WAITING:
-                continue
-            run = Run(record=record, replica=replica, stop=threading.Event())
+                item = queue.popleft()
+                held = self.held.get(item.task_id)
+            if held is None:
+                held = self._claim(item.task_id)
+                if held is None:
+                    continue
+            run = Run(record=held.record, replica=replica, stop=threading.Event(), segment=item.segment)
             with self._cond:
-                self.running[task_id] = run
+                if held.failed:
+                    continue
+                held.runs[item.segment] = run
                 self._inflight[replica.target] += 1
-            self._spawn(self._execute, run, name=f"task-{task_id[:8]}")
+            self._spawn(self._execute, held, run, name=f"run-{item.task_id[:8]}-{item.segment}")
 
-    def _execute(self, run: Run) -> None:
-        task_id = run.record.id
+    def _claim(self, task_id: str) -> Held | None:
+        try:
+            record = self.tasks.claim(task_id, self.settings.gateway_id, self.settings.lease_seconds)
+        except TaskNotFound:
+            record = None
+        if record is None or record.status not in _WAITING:
+            with self._cond:
+                # Another gateway holds it (or it ended): its units are not ours to run.
+                for queue in self.queues.values():
+                    for item in [i for i in queue if i.task_id == task_id]:
+                        queue.remove(item)
+            return None
+        held = Held(record=record, left=set(s for s in self.pipeline.pending_segments(record) if s is not None))
+        with self._cond:
+            self.held[task_id] = held
+        return held
+
+    def _execute(self, held: Held, run: Run) -> None:
+        task_id = held.record.id
+        outcome = "done"
         try:
             self.pipeline.run(run)
         except TaskFailed as exc:
-            status = TaskStatus.CANCELLED if exc.code == "cancelled" else TaskStatus.FAILED
-            self._finish(task_id, status, str(exc), exc.code)
+            outcome = "failed"
+            self._fail(held, TaskStatus.CANCELLED if exc.code == "cancelled" else TaskStatus.FAILED, str(exc), exc.code)
         except Retryable as exc:
-            self._retry(run, str(exc))
+            outcome = "retry"
+            self._retry(held, run, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the task PROCESSING
             log.exception("task %s crashed the pipeline", task_id)
-            self._retry(run, f"{type(exc).__name__}: {exc}")
+            outcome = "retry"
+            self._retry(held, run, f"{type(exc).__name__}: {exc}")
         finally:
             with self._cond:
-                self.running.pop(task_id, None)
+                held.runs.pop(run.segment, None)
                 self._inflight[run.replica.target] -= 1
+                if outcome == "done" and run.segment is not None:
+                    held.left.discard(run.segment)
+                finished_all = outcome == "done" and not held.left and not held.runs and not held.failed
+                if outcome != "retry" and not held.runs and (held.failed or run.segment is None or finished_all):
+                    self.held.pop(task_id, None)
                 self._cond.notify_all()
+        if finished_all and run.segment is not None:
+            self._finish_segments(held, run)
 
-    def _finish(self, task_id: str, status: TaskStatus, message: str, code: str) -> None:
+    def _finish_segments(self, held: Held, run: Run) -> None:
+        try:
+            self.pipeline.finish_segments(run)
+        except TaskFailed as exc:
+            self._fail(held, TaskStatus.FAILED, str(exc), exc.code)
+        except Exception as exc:  # noqa: BLE001 - joining failed: the segments stay downloadable
+            log.exception("task %s: joining segments failed", held.record.id)
+            self._fail(held, TaskStatus.FAILED, f"joining the segments failed: {exc}", "concat_failed")
+
+    def _fail(self, held: Held, status: TaskStatus, message: str, code: str) -> None:
+        with self._cond:
+            held.failed = True
+            others = [r for r in held.runs.values()]
+            for queue in self.queues.values():
+                for item in [i for i in queue if i.task_id == held.record.id]:
+                    queue.remove(item)
+        for other in others:
+            other.cancel()
+
         def mutate(rec):
+            if rec.finished:
+                return False
             rec.status = status
             rec.message = message
             rec.error = message
@@ -183,35 +273,42 @@ class Dispatcher:
             rec.owner = None
             rec.lease_until = None
 
-        self.tasks.update(task_id, mutate)
+        self.tasks.update(held.record.id, mutate)
 
-    def _retry(self, run: Run, reason: str) -> None:
-        attempts = run.record.attempts + 1
+    def _retry(self, held: Held, run: Run, reason: str) -> None:
+        """Run the unit again, or fail the task once it has used up its attempts."""
+        attempts = held.record.attempts
+        with self._cond:
+            held.record.attempts = attempts + 1
         if attempts >= self.settings.max_attempts:
-            self._finish(run.record.id, TaskStatus.FAILED,
-                         f"gave up after {attempts} attempts; last error: {reason}", "retries_exhausted")
+            self._fail(held, TaskStatus.FAILED, f"gave up after {attempts} attempts; last error: {reason}",
+                       "retries_exhausted")
             return
-        log.warning("task %s: attempt %d failed (%s); queued again", run.record.id, attempts, reason)
+        log.warning("task %s: attempt %d failed (%s); queued again", held.record.id, attempts, reason)
 
         def mutate(rec):
-            rec.status = TaskStatus.PENDING
-            rec.attempts = attempts
+            rec.attempts = max(rec.attempts, attempts + 1)
             rec.message = f"Retrying after an error: {reason}"
-            rec.owner = None
-            rec.lease_until = None
 
-        self.tasks.update(run.record.id, mutate)
+        self.tasks.update(held.record.id, mutate)
         with self._cond:
-            self.queues[run.record.kind].appendleft(run.record.id)
+            self.queues[MODEL_KIND[held.record.kind]].appendleft(Item(held.record.id, run.segment))
             self._cond.notify_all()
 
     def _renew_loop(self) -> None:
         interval = max(self.settings.lease_seconds / 3, 0.5)
         while not self._stopping.wait(interval):
             with self._cond:
-                ids = list(self.running)
+                ids = list(self.held)
             for task_id in ids:
                 try:
-                    self.tasks.renew(task_id, self.settings.gateway_id, self.settings.lease_seconds)
+                    rec = self.tasks.renew(task_id, self.settings.gateway_id, self.settings.lease_seconds)
+                except (LeaseLost, TaskNotFound):
+                    log.warning("task %s is no longer ours; stopping it here", task_id)
+                    self.cancel(task_id)
+                    continue
                 except Exception:  # noqa: BLE001 - next round tries again
                     log.warning("could not renew the lease of %s", task_id, exc_info=True)
+                    continue
+                if rec.status == TaskStatus.CANCELLED:
+                    self.cancel(task_id)

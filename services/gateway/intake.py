@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from libs.grpcutil.errors import error_code_of
 from services.gateway.context import Gateway
-from services.gateway.pipeline import ref, task_key
+from services.gateway.keys import ref, task_key
 from services.gateway.uploads import FilePart, Form, UploadError, read_form
 from talkserve.media.v1 import media_pb2
 
@@ -24,7 +24,7 @@ from talkserve.media.v1 import media_pb2
 MAX_IMAGE_PIXELS = 40_000_000
 
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
-                 "enum", "too_long", "too_short"}
+                 "enum", "too_long", "too_short", "multiple_of", "string_pattern_mismatch"}
 
 
 class IntakeError(Exception):
@@ -70,13 +70,13 @@ def check_image(part: FilePart, allowed: tuple[str, ...] = ("JPEG", "PNG")) -> I
     return ImageInfo(fmt, *size)
 
 
-def parse_params(model: type[BaseModel], values: dict[str, object]) -> BaseModel:
-    """Validate form values; out-of-range values are 400, malformed ones 422."""
+def parse_params(model: type[BaseModel], values: dict[str, object], range_status: int = 400) -> BaseModel:
+    """Validate form values; out-of-range values are `range_status`, malformed ones 422."""
     try:
         return model.model_validate(values)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False)
-        status = 400 if all(e["type"] in _RANGE_ERRORS for e in errors) else 422
+        status = range_status if all(e["type"] in _RANGE_ERRORS for e in errors) else 422
         first = errors[0]
         field = ".".join(str(p) for p in first["loc"]) or "request"
         raise IntakeError(status, f"{field}: {first['msg']}", detail=errors) from exc
@@ -100,3 +100,58 @@ async def probe(gw: Gateway, key: str, kind: int, what: str) -> media_pb2.MediaI
             raise IntakeError(400, f"{what} could not be decoded: {err.details()}", error_code_of(err)) from err
         raise IntakeError(503, f"media service unavailable: {err.code().name}") from err
     return reply.info
+
+
+@dataclass
+class Accepted:
+    """A job's inputs, checked and stored, and its validated parameters."""
+
+    task_id: str
+    params: BaseModel
+    inputs: dict[str, str]
+    sha256: dict[str, str]
+
+
+async def accept_upload(request: Request, gw: Gateway, image_field: str, audio_field: str,
+                        params_model: type[BaseModel], image_formats: tuple[str, ...],
+                        max_audio_files: int = 1, range_status: int = 400) -> Accepted:
+    """Stream the form in, validate params, decode-check the image, store everything, probe the audio.
+
+    Several audio files under `audio_field` are stored as audio_0, audio_1, ...; one as `audio`.
+    Nothing stays in the store when any check fails.
+    """
+    import hashlib
+    import uuid
+
+    limits = {image_field: gw.settings.image_max_bytes, audio_field: gw.settings.audio_max_bytes}
+    task_id = str(uuid.uuid4())
+    async with uploaded_form(request, limits, default_limit=gw.settings.audio_max_bytes) as form:
+        image = form.file(image_field)
+        audios = form.files.get(audio_field, [])
+        missing = [n for n, ok in ((image_field, image is not None), (audio_field, bool(audios))) if not ok]
+        if missing:
+            raise IntakeError(422, f"missing file field(s): {', '.join(missing)}")
+        if len(audios) > max_audio_files:
+            raise IntakeError(400, f"at most {max_audio_files} audio files per request")
+        values = {k: form.value(k) for k in params_model.model_fields if form.value(k) not in (None, "")}
+        params = parse_params(params_model, values, range_status)
+        check_image(image, image_formats)
+        parts = {"image": image}
+        parts.update({"audio": audios[0]} if max_audio_files == 1 else
+                     {f"audio_{i}": part for i, part in enumerate(audios)})
+        digests = {}
+        for name, part in parts.items():
+            digest = hashlib.sha256()
+            with open(part.path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            digests[name] = digest.hexdigest()
+        inputs = {name: await store_input(gw, task_id, name, part) for name, part in parts.items()}
+    try:
+        for name, key in inputs.items():
+            if name.startswith("audio"):
+                await probe(gw, key, media_pb2.MEDIA_KIND_AUDIO, f"audio file {parts[name].filename or name}")
+    except IntakeError:
+        await run_in_threadpool(gw.store.delete_prefix, task_key(task_id) + "/")
+        raise
+    return Accepted(task_id, params, inputs, digests)

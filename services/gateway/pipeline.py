@@ -16,7 +16,9 @@ import grpc
 from libs.grpcutil.errors import error_code_of
 from libs.store.client import ObjectStore
 from libs.tasks import TaskRecord, TaskStatus, TaskStore
+from services.gateway.cache import remember
 from services.gateway.clients import Clients, Replica
+from services.gateway.keys import ref, task_key
 from services.gateway.settings import GatewaySettings
 from talkserve.common.v1 import common_pb2
 from talkserve.dicetalk.v1 import dicetalk_pb2
@@ -30,16 +32,16 @@ log = logging.getLogger(__name__)
 _PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
               grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE}
 
+ECHOMIMIC_FIELDS = ("width", "height", "length", "seed", "facemask_dilation_ratio", "facecrop_dilation_ratio",
+                    "context_frames", "context_overlap", "cfg", "steps", "sample_rate", "fps", "device")
+
 # Share of the overall progress each step takes.
 _NORMALISE, _RENDER_END = 0.05, 0.9
 
 
-def task_key(task_id: str, *parts: str) -> str:
-    return "/".join(("tasks", task_id, *parts))
-
-
-def ref(key: str) -> common_pb2.ObjectRef:
-    return common_pb2.ObjectRef(key=key)
+# Which model service runs each kind of task.
+MODEL_KIND = {"dicetalk": "dicetalk", "echomimic": "echomimic", "echomimic_multi": "echomimic",
+              "latentsync": "latentsync"}
 
 
 class TaskFailed(Exception):
@@ -61,6 +63,7 @@ class Run:
     record: TaskRecord
     replica: Replica
     stop: threading.Event
+    segment: int | None = None
     call: object = None
 
     def cancel(self) -> None:
@@ -77,6 +80,7 @@ class Pipeline:
         self.clients = clients
         self.tasks = tasks
         self.store = store
+        self._segment_progress: dict[str, dict[int, float]] = {}
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -104,9 +108,8 @@ class Pipeline:
             source=ref(source_key), destination=ref(dest_key)), run)
         return reply.duration_seconds
 
-    def _render(self, run: Run, method: str, request, lo: float, hi: float) -> common_pb2.VideoResult:
-        """Call a model replica's streaming RPC, recording its progress into the task."""
-        task_id = run.record.id
+    def _render(self, run: Run, method: str, request, lo: float, hi: float, report) -> common_pb2.VideoResult:
+        """Call a model replica's streaming RPC, reporting its progress as it comes."""
         last_write = 0.0
         try:
             call = getattr(run.replica.model, method)(request, timeout=self.settings.rpc_timeout_seconds)
@@ -120,7 +123,7 @@ class Pipeline:
                 if now - last_write >= self.settings.progress_interval_seconds:
                     last_write = now
                     p = event.progress
-                    self._set(task_id, lo + (hi - lo) * p.fraction, p.message or "Generating video...")
+                    report(lo + (hi - lo) * p.fraction, p.message or "Generating video...")
         except grpc.RpcError as err:
             if run.stop.is_set():
                 raise TaskFailed("cancelled", "cancelled") from err
@@ -137,38 +140,55 @@ class Pipeline:
 
     # -- kinds ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def pending_segments(record: TaskRecord) -> list[int | None]:
+        """The units of a task still to run: its segments without output, or the task itself."""
+        if record.kind != "echomimic_multi":
+            return [None]
+        return [i for i in range(record.params["segments"]) if f"segment_{i}" not in record.outputs]
+
     def run(self, run: Run) -> None:
-        """Run the task to COMPLETED, or raise TaskFailed / Retryable."""
+        """Run one unit to its end, or raise TaskFailed / Retryable."""
         kind = run.record.kind
         if kind == "dicetalk":
             self._run_dicetalk(run)
         elif kind == "echomimic":
             self._run_echomimic(run)
+        elif kind == "echomimic_multi":
+            self._run_segment(run)
         elif kind == "latentsync":
             self._run_latentsync(run)
         else:
             raise TaskFailed(f"unknown task kind {kind!r}", "bad_kind")
 
     def _portrait(self, run: Run, method: str, make_request) -> None:
-        rec = run.record
-        tid = rec.id
+        tid = run.record.id
         self._set(tid, 0.01, "Preparing audio...", status=TaskStatus.PROCESSING)
-        wav = task_key(tid, "work", "audio.wav")
-        self._normalise(run, rec.inputs["audio"], wav)
-        silent = task_key(tid, "work", "video.mp4")
-        self._set(tid, _NORMALISE, "Generating video...")
-        result = self._render(run, method, make_request(wav, silent), _NORMALISE, _RENDER_END)
-        self._set(tid, _RENDER_END, "Adding audio...")
         out = task_key(tid, "outputs", "result.mp4")
-        self._mux(run, silent, rec.inputs["audio"], out)
+        result = self._render_with_audio(run, method, make_request, run.record.inputs["audio"], "", out,
+                                         lambda f, m: self._set(tid, f, m))
         self.store.delete_prefix(task_key(tid, "work") + "/")
         self._complete(tid, {"video": out}, result)
 
+    def _render_with_audio(self, run: Run, method: str, make_request, audio_key: str, tag: str, out: str,
+                           report) -> common_pb2.VideoResult:
+        """Normalise the audio, render a silent clip, mux the original audio into `out`."""
+        tid = run.record.id
+        wav = task_key(tid, "work", f"audio{tag}.wav")
+        self._normalise(run, audio_key, wav)
+        silent = task_key(tid, "work", f"video{tag}.mp4")
+        report(_NORMALISE, "Generating video...")
+        result = self._render(run, method, make_request(wav, silent), _NORMALISE, _RENDER_END, report)
+        report(_RENDER_END, "Adding audio...")
+        self._mux(run, silent, audio_key, out)
+        return result
+
     def _complete(self, task_id: str, outputs: dict[str, str], result: common_pb2.VideoResult) -> None:
-        self._set(task_id, 1.0, "Video generated successfully", status=TaskStatus.COMPLETED,
-                  outputs=outputs, engine=result.engine,
-                  result={"frames": result.frames, "fps": result.fps, "width": result.width,
-                          "height": result.height, "duration_seconds": result.duration_seconds})
+        record = self._set(task_id, 1.0, "Video generated successfully", status=TaskStatus.COMPLETED,
+                           outputs=outputs, engine=result.engine,
+                           result={"frames": result.frames, "fps": result.fps, "width": result.width,
+                                   "height": result.height, "duration_seconds": result.duration_seconds})
+        remember(self.store, record)
 
     def _run_dicetalk(self, run: Run) -> None:
         p = run.record.params
@@ -188,23 +208,80 @@ class Pipeline:
 
         self._portrait(run, "Synthesize", make)
 
-    def _run_echomimic(self, run: Run) -> None:
+    @staticmethod
+    def _echomimic_request(run: Run, job_id: str):
         p = run.record.params
 
         def make(wav: str, out: str):
             return echomimic_pb2.GenerateRequest(
-                job_id=run.record.id, reference_image=ref(run.record.inputs["image"]), audio=ref(wav),
-                output=ref(out), **{k: p[k] for k in (
-                    "width", "height", "length", "seed", "facemask_dilation_ratio", "facecrop_dilation_ratio",
-                    "context_frames", "context_overlap", "cfg", "steps", "sample_rate", "fps", "device")},
+                job_id=job_id, reference_image=ref(run.record.inputs["image"]), audio=ref(wav),
+                output=ref(out), **{k: p[k] for k in ECHOMIMIC_FIELDS},
             )
 
-        self._portrait(run, "Generate", make)
+        return make
+
+    def _run_echomimic(self, run: Run) -> None:
+        self._portrait(run, "Generate", self._echomimic_request(run, run.record.id))
+
+    def _run_segment(self, run: Run) -> None:
+        """One clip of a multi-audio task; progress is the mean over all segments."""
+        tid, seg = run.record.id, run.segment
+        n = run.record.params["segments"]
+        fractions = self._segment_progress.setdefault(tid, {})
+
+        def report(fraction: float, message: str) -> None:
+            fractions[seg] = fraction
+            overall = 0.95 * sum(fractions.values()) / n
+            done = sum(1 for f in fractions.values() if f >= 1.0)
+            self._set(tid, overall, f"Generating segment videos ({done}/{n} done)...")
+
+        self._set(tid, None, None, status=TaskStatus.PROCESSING)
+        out = task_key(tid, "outputs", f"segment_{seg}.mp4")
+        result = self._render_with_audio(run, "Generate", self._echomimic_request(run, f"{tid}-{seg}"),
+                                         run.record.inputs[f"audio_{seg}"], f"_{seg}", out, report)
+        report(1.0, "")
+
+        def mutate(rec: TaskRecord) -> None:
+            rec.outputs[f"segment_{seg}"] = out
+            rec.engine = result.engine
+
+        self.tasks.update(tid, mutate)
+
+    def finish_segments(self, run: Run) -> None:
+        """All clips exist: join them by stream copy if asked, then complete the task."""
+        rec, _ = self.tasks.get(run.record.id)
+        n = rec.params["segments"]
+        outputs = {f"segment_{i}": rec.outputs[f"segment_{i}"] for i in range(n)}
+        if rec.params.get("combine_videos"):
+            self._set(rec.id, 0.96, "Combining videos...")
+            combined = task_key(rec.id, "outputs", "combined.mp4")
+            self._media("Concat", media_pb2.ConcatRequest(
+                sources=[ref(outputs[f"segment_{i}"]) for i in range(n)], destination=ref(combined)), run)
+            outputs["combined"] = combined
+        self.store.delete_prefix(task_key(rec.id, "work") + "/")
+        self._segment_progress.pop(rec.id, None)
+        self._set(rec.id, 1.0, "All videos generated", status=TaskStatus.COMPLETED, outputs=outputs)
+
+    def _fetch_inputs(self, run: Run) -> dict[str, str]:
+        """Download the task's URL inputs into the store (once; a retry reuses them)."""
+        rec = run.record
+        inputs = dict(rec.inputs)
+        for name, kind in (("video", media_pb2.MEDIA_KIND_VIDEO), ("audio", media_pb2.MEDIA_KIND_AUDIO)):
+            if name in inputs:
+                continue
+            key = task_key(rec.id, "inputs", name)
+            self._set(rec.id, 0.01, f"Downloading {name}...", status=TaskStatus.PROCESSING)
+            self._media("FetchUrl", media_pb2.FetchUrlRequest(
+                url=rec.params[f"{name}_url"], destination=ref(key), expect=kind), run)
+            inputs[name] = key
+            self._set(rec.id, None, None, inputs=dict(inputs))
+        return inputs
 
     def _run_latentsync(self, run: Run) -> None:
         rec = run.record
         tid, p = rec.id, rec.params
-        self._set(tid, 0.01, "Preparing audio...", status=TaskStatus.PROCESSING)
+        rec.inputs = self._fetch_inputs(run)
+        self._set(tid, 0.02, "Preparing audio...", status=TaskStatus.PROCESSING)
         wav = task_key(tid, "work", "audio.wav")
         self._normalise(run, rec.inputs["audio"], wav)
         silent, mask = task_key(tid, "work", "video.mp4"), task_key(tid, "outputs", "mask.mp4")
@@ -214,7 +291,7 @@ class Pipeline:
             mask_output=ref(mask), inference_ckpt_path=p.get("inference_ckpt_path") or "",
             inference_steps=p.get("inference_steps", 20), guidance_scale=p.get("guidance_scale", 1.0),
             seed=p.get("seed", 0),
-        ), _NORMALISE, _RENDER_END)
+        ), _NORMALISE, _RENDER_END, lambda f, m: self._set(tid, f, m))
         self._set(tid, _RENDER_END, "Adding audio...")
         out = task_key(tid, "outputs", "result.mp4")
         self._mux(run, silent, rec.inputs["audio"], out)

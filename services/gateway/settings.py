@@ -24,6 +24,8 @@ class GatewaySettings(BaseSettings):
     dicetalk_targets: list[str] = ["127.0.0.1:50061"]
     echomimic_targets: list[str] = ["127.0.0.1:50062"]
     latentsync_targets: list[str] = ["127.0.0.1:50063"]
+    # Checkpoint names LatentSync clients may ask for; must match the latentsync replicas' list.
+    latentsync_checkpoints: list[str] = ["checkpoints/unet.ckpt"]
 
     image_max_bytes: int = 10 * MB
     audio_max_bytes: int = 50 * MB

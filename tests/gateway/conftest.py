@@ -27,6 +27,6 @@ def speech(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def stack(seaweed):
     """(gateway base URL, backend) shared by a module's tests."""
-    with servers.backend(servers.fresh_bucket(seaweed.settings)) as back:
+    with servers.fresh_bucket(seaweed.settings) as bucket, servers.backend(bucket) as back:
         with servers.gateway(back) as url:
             yield url, back

@@ -66,8 +66,9 @@ def test_synthesis_end_to_end(stack, portrait, speech):
     assert abs(v_seconds - speech_seconds) <= 0.1, (v_seconds, speech_seconds)
     assert abs(a_seconds - speech_seconds) <= 0.1, (a_seconds, speech_seconds)
     assert len(frames) == pytest.approx(speech_seconds * 24, abs=2)
-    changes = [np.abs(frames[i] - frames[0]).mean() for i in range(1, len(frames))]
-    assert max(changes) > 1.0, "the video is a still image"
+    # Share of pixels that move by more than codec noise could: the face is small in this portrait.
+    changed = [(np.abs(frames[i] - frames[0]) > 30).mean() for i in range(1, len(frames))]
+    assert max(changed) > 0.001, "the video is a still image"
 
 
 def test_not_an_image_is_refused_in_dicetalk_shape(stack, speech, tmp_path):

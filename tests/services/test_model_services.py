@@ -22,7 +22,11 @@ from tests.servers import fresh_bucket
 
 @pytest.fixture(scope="module")
 def store(seaweed, tmp_path_factory):
-    store = ObjectStore(fresh_bucket(seaweed.settings))
+    with fresh_bucket(seaweed.settings) as settings:
+        yield _with_inputs(ObjectStore(settings), tmp_path_factory)
+
+
+def _with_inputs(store, tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
     Image.fromarray(data.astronaut()).save(folder / "face.png")
     Image.fromarray(data.coffee()).save(folder / "coffee.png")

@@ -15,9 +15,9 @@ from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import dicetalk_error
-from services.gateway.intake import IntakeError, check_image, parse_params, probe, store_input, uploaded_form
+from services.gateway.cache import result_cache_key, serve_from_cache
+from services.gateway.intake import IntakeError, accept_upload
 from services.gateway.responses import stream_result
-from talkserve.media.v1 import media_pb2
 
 router = APIRouter(tags=["DICE-Talk"])
 
@@ -113,38 +113,28 @@ def _load(gw, task_id: str) -> TaskRecord:
 )
 async def start(request: Request, gw: GatewayDep) -> StartResponse:
     """Upload a portrait and speech and start a synthesis task."""
-    limits = {"image": gw.settings.image_max_bytes, "audio": gw.settings.audio_max_bytes}
-    task_id = str(uuid.uuid4())
     try:
-        async with uploaded_form(request, limits, default_limit=gw.settings.audio_max_bytes) as form:
-            image, audio = form.file("image"), form.file("audio")
-            if image is None or audio is None:
-                missing = [n for n, p in (("image", image), ("audio", audio)) if p is None]
-                raise IntakeError(422, f"missing file field(s): {', '.join(missing)}")
-            values = {k: form.value(k) for k in SynthesisParams.model_fields if form.value(k) not in (None, "")}
-            params = parse_params(SynthesisParams, values)
-            try:
-                check_image(image)
-            except IntakeError:
-                raise IntakeError(400, "Invalid image file type. Allowed types: ['image/jpeg', 'image/png']")
-            inputs = {"image": await store_input(gw, task_id, "image", image),
-                      "audio": await store_input(gw, task_id, "audio", audio)}
+        accepted = await accept_upload(request, gw, "image", "audio", SynthesisParams, ("JPEG", "PNG"))
     except IntakeError as exc:
+        if exc.message.startswith("image is a") or exc.message.startswith("image is not"):
+            raise dicetalk_error(400, "Invalid image file type. Allowed types: ['image/jpeg', 'image/png']")
+        if exc.status == 400 and exc.message.startswith("audio file"):
+            raise dicetalk_error(400, "Invalid audio file: " + exc.message, exc.detail)
         raise dicetalk_error(exc.status, exc.message, exc.detail)
-    try:
-        await probe(gw, inputs["audio"], media_pb2.MEDIA_KIND_AUDIO, "audio")
-    except IntakeError as exc:
-        await run_in_threadpool(gw.store.delete_prefix, f"tasks/{task_id}/")
-        raise dicetalk_error(exc.status, "Invalid audio file: " + exc.message if exc.status == 400 else exc.message)
-
-    values = params.model_dump()
+    task_id = accepted.task_id
+    values = accepted.params.model_dump()
+    cache_key = result_cache_key("dicetalk", values, accepted.sha256)
     if values["seed"] is None:
         values["seed"] = secrets.randbelow(2**31)
+    cached = await run_in_threadpool(serve_from_cache, gw, cache_key, task_id, "dicetalk", values, accepted.inputs)
+    if cached is not None:
+        return StartResponse(task_id=task_id, status="COMPLETED", message=cached.message)
     record = TaskRecord(id=task_id, kind="dicetalk", api="dicetalk", status=TaskStatus.PENDING,
-                        message="Task created successfully", params=values, inputs=inputs)
+                        message="Task created successfully", params=values | {"cache_key": cache_key},
+                        inputs=accepted.inputs)
     await run_in_threadpool(gw.tasks.create, record)
     try:
-        gw.dispatcher.submit(task_id, "dicetalk")
+        gw.dispatcher.submit(record)
     except QueueFull as exc:
         await run_in_threadpool(gw.tasks.delete, task_id)
         raise dicetalk_error(503, "Task queue is full", str(exc), headers={"Retry-After": "30"})

@@ -1,0 +1,135 @@
+"""The LatentSync API (`latentsync-api.md`): /sync with URLs, the queue, task status, results.
+
+Inputs are URLs that the media service downloads with limits; `queue_position` is 0-based as
+documented. Results are served at `output_video_url` and `output_mask_url`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Optional
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
+from services.gateway.context import GatewayDep
+from services.gateway.dispatcher import QueueFull
+from services.gateway.errors import fastapi_error
+from services.gateway.responses import stream_result
+
+router = APIRouter(tags=["LatentSync"])
+
+STATUS = {TaskStatus.PENDING: "queued", TaskStatus.PROCESSING: "processing", TaskStatus.COMPLETED: "completed",
+          TaskStatus.FAILED: "failed", TaskStatus.CANCELLED: "failed"}
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http or https URL")
+    return value
+
+
+class SyncRequest(BaseModel):
+    """Body of POST /sync."""
+
+    video_url: str = Field(max_length=4096, description="http(s) URL of the video to lip-sync")
+    audio_url: str = Field(max_length=4096, description="http(s) URL of the new speech")
+    inference_ckpt_path: Optional[str] = Field(None, max_length=512,
+                                               description="name of a checkpoint the server is configured with")
+    inference_steps: int = Field(20, ge=1, le=100, description="diffusion steps (recorded)")
+    guidance_scale: float = Field(1.0, ge=0.0, le=20.0, description="guidance scale (recorded)")
+    seed: Optional[int] = Field(None, ge=0, le=2**31 - 1, description="random seed; default: random")
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "video_url": "https://example.com/video.mp4", "audio_url": "https://example.com/audio.wav"}]}}
+
+    _check_urls = field_validator("video_url", "audio_url")(_http_url)
+
+
+class SyncResponse(BaseModel):
+    task_id: str
+    status: str
+    queue_position: int
+    message: str
+
+
+class QueuedTask(BaseModel):
+    task_id: str
+    position: int
+
+
+class QueueResponse(BaseModel):
+    queue_length: int
+    is_processing: bool
+    processing_tasks: list[str]
+    queued_tasks: list[QueuedTask]
+
+
+@router.post("/sync", response_model=SyncResponse)
+async def sync(body: SyncRequest, gw: GatewayDep) -> SyncResponse:
+    """Queue a lip-sync task for a video URL and an audio URL."""
+    ckpt = body.inference_ckpt_path
+    if ckpt and ckpt not in gw.settings.latentsync_checkpoints:
+        raise fastapi_error(400, f"unknown inference_ckpt_path {ckpt!r}; this server offers "
+                                 f"{gw.settings.latentsync_checkpoints}")
+    params = body.model_dump()
+    if params["seed"] is None:
+        params["seed"] = secrets.randbelow(2**31)
+    record = TaskRecord(id=str(uuid.uuid4()), kind="latentsync", api="latentsync", status=TaskStatus.PENDING,
+                        message="Task queued", params=params)
+    await run_in_threadpool(gw.tasks.create, record)
+    try:
+        position = gw.dispatcher.submit(record)
+    except QueueFull as exc:
+        await run_in_threadpool(gw.tasks.delete, record.id)
+        raise fastapi_error(503, str(exc), headers={"Retry-After": "30"})
+    return SyncResponse(task_id=record.id, status="queued", queue_position=position, message="Task queued")
+
+
+def latentsync_status(gw, rec: TaskRecord) -> dict:
+    """GET /task/{id} in the LatentSync shape."""
+    done = rec.status == TaskStatus.COMPLETED
+    position = gw.dispatcher.position(rec.id, rec.kind) if rec.status == TaskStatus.PENDING else None
+    message = rec.message
+    if rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        message = rec.error or rec.message
+    return {
+        "task_id": rec.id,
+        "status": STATUS[rec.status],
+        "progress": round(rec.progress, 4),
+        "message": message,
+        "queue_position": position,
+        "output_video_url": f"/outputs/{rec.id}/video.mp4" if done else None,
+        "output_mask_url": f"/outputs/{rec.id}/mask.mp4" if done and "mask" in rec.outputs else None,
+        "engine": rec.engine,
+        "created_at": rec.created_at.isoformat(),
+        "updated_at": rec.updated_at.isoformat(),
+    }
+
+
+@router.get("/queue", response_model=QueueResponse)
+def queue(gw: GatewayDep) -> QueueResponse:
+    """The lip-sync tasks waiting and running, in order."""
+    waiting, running = gw.dispatcher.snapshot("latentsync")
+    return QueueResponse(queue_length=len(waiting), is_processing=bool(running), processing_tasks=running,
+                         queued_tasks=[QueuedTask(task_id=t, position=i) for i, t in enumerate(waiting)])
+
+
+@router.get("/outputs/{task_id}/{name}", responses={200: {"content": {"video/mp4": {}}}})
+def output(task_id: str, name: str, gw: GatewayDep):
+    """Download the lip-synced video (`video.mp4`) or the mask video (`mask.mp4`)."""
+    output_name = {"video.mp4": "video", "mask.mp4": "mask"}.get(name)
+    try:
+        rec, _ = gw.tasks.get(task_id)
+    except TaskNotFound:
+        raise fastapi_error(404, "Task not found")
+    if rec.api != "latentsync" or output_name is None:
+        raise fastapi_error(404, "Not found")
+    if rec.status != TaskStatus.COMPLETED:
+        raise fastapi_error(400, "Task not completed yet")
+    return stream_result(gw, rec.outputs[output_name], f"{task_id}_{name}")

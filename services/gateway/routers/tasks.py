@@ -1,0 +1,27 @@
+"""GET /task/{task_id}: documented by EchoMimic and by LatentSync, each answered in its own shape."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from libs.tasks import TaskNotFound
+from services.gateway.context import GatewayDep
+from services.gateway.errors import fastapi_error
+from services.gateway.routers.echomimic import echomimic_status
+from services.gateway.routers.latentsync import latentsync_status
+
+router = APIRouter(tags=["EchoMimic", "LatentSync"])
+
+
+@router.get("/task/{task_id}")
+def get_task(task_id: str, gw: GatewayDep) -> dict:
+    """Status of an EchoMimic or LatentSync task, in the shape of the API that created it."""
+    try:
+        rec, _ = gw.tasks.get(task_id)
+    except TaskNotFound:
+        raise fastapi_error(404, "Task not found")
+    if rec.api == "echomimic":
+        return echomimic_status(rec)
+    if rec.api == "latentsync":
+        return latentsync_status(gw, rec)
+    raise fastapi_error(404, "Task not found")
