@@ -15,7 +15,8 @@ from services.gateway.context import Gateway
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import install_handlers
 from services.gateway.pipeline import Pipeline
-from services.gateway.routers import dicetalk, echomimic, latentsync, tasks
+from services.gateway.retention import RetentionSweeper
+from services.gateway.routers import dicetalk, echomimic, jobs, latentsync, tasks
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,18 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
         gw = build_gateway(settings, store_settings)
         app.state.gateway = gw
         gw.dispatcher.start()
+        sweeper = RetentionSweeper(gw.tasks, gw.store, settings)
+        sweeper.start()
         log.info("gateway %s ready", settings.gateway_id)
         try:
             yield
         finally:
-            gw.dispatcher.stop()
+            sweeper.stop()
+            gw.dispatcher.stop(settings.shutdown_grace_seconds)
             gw.clients.close()
 
     app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan)
     install_handlers(app)
-    for module in (dicetalk, echomimic, latentsync, tasks):
+    for module in (dicetalk, echomimic, latentsync, tasks, jobs):
         app.include_router(module.router)
     return app

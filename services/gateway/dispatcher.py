@@ -13,11 +13,12 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from libs.tasks import LeaseLost, TaskNotFound, TaskRecord, TaskStatus, TaskStore
 from services.gateway.clients import Clients, Replica
-from services.gateway.pipeline import MODEL_KIND, Pipeline, Retryable, Run, TaskFailed
+from services.gateway.pipeline import MODEL_KIND, HandedBack, Pipeline, Retryable, Run, TaskFailed
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,20 @@ class QueueFull(Exception):
     """The kind's queue holds `max_queue` waiting tasks already."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Item:
-    """One unit of dispatch: a task, or segment `segment` of a multi-audio task."""
+    """One unit of dispatch: a task, or segment `segment` of a multi-audio task.
 
+    Items sort by creation time, so every gateway orders the same tasks the same way.
+    """
+
+    created: float
     task_id: str
-    segment: int | None = None
+    segment: int = -1  # -1: the whole task
+
+    @property
+    def unit(self) -> int | None:
+        return None if self.segment < 0 else self.segment
 
 
 @dataclass
@@ -72,12 +81,22 @@ class Dispatcher:
             queue = self.queues[kind]
             if check_limit and len(self._waiting_ids(kind)) >= self.settings.max_queue:
                 raise QueueFull(f"the {kind} queue is full ({self.settings.max_queue} waiting tasks)")
-            queued = {item for item in queue if item.task_id == record.id}
+            queued = {item.unit for item in queue if item.task_id == record.id}
+            running = set(self.held[record.id].runs) if record.id in self.held else set()
+            created = record.created_at.timestamp()
             for seg in segments:
-                if Item(record.id, seg) not in queued:
-                    queue.append(Item(record.id, seg))
+                if seg not in queued and seg not in running:
+                    self._insert(queue, Item(created, record.id, -1 if seg is None else seg))
             self._cond.notify_all()
             return self._waiting_ids(kind).index(record.id)
+
+    @staticmethod
+    def _insert(queue: collections.deque, item: Item) -> None:
+        """Insert keeping creation order (new tasks almost always go last)."""
+        index = len(queue)
+        while index > 0 and queue[index - 1] > item:
+            index -= 1
+        queue.insert(index, item)
 
     def _waiting_ids(self, kind: str) -> list[str]:
         """Ids of the kind's tasks that wait and have nothing running, in queue order."""
@@ -126,13 +145,28 @@ class Dispatcher:
         for kind in self.queues:
             self._spawn(self._dispatch_loop, kind, name=f"dispatch-{kind}")
         self._spawn(self._renew_loop, name="lease-renew")
+        self._spawn(self._scan_loop, name="store-scan")
 
     def stop(self, grace: float = 5.0) -> None:
+        """Dispatch nothing more; let running units finish for `grace` s, then hand them back."""
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
+            deadline = time.monotonic() + grace
+            while any(h.runs for h in self.held.values()) and time.monotonic() < deadline:
+                self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
+            leftover = [run for h in self.held.values() for run in h.runs.values()]
+        for run in leftover:
+            run.cancel(handback=True)
+        with self._cond:
+            deadline = time.monotonic() + 10
+            while any(h.runs for h in self.held.values()) and time.monotonic() < deadline:
+                self._cond.wait(timeout=0.5)
+            held = list(self.held)
+        for task_id in held:
+            self._release(task_id, "handed back by a gateway that shut down")
         for t in self._threads:
-            t.join(timeout=grace)
+            t.join(timeout=2)
 
     def _spawn(self, fn, *args, name: str) -> None:
         t = threading.Thread(target=fn, args=args, name=name, daemon=True)
@@ -141,19 +175,58 @@ class Dispatcher:
             self._threads.append(t)
 
     def _recover(self) -> None:
-        """Queue every unfinished task, oldest first."""
+        """Queue every unfinished task in the store that nobody holds, oldest first.
+
+        Runs at start and then periodically: tasks created by another gateway, or held by one
+        that died, are found here once their lease has expired.
+        """
         found = []
-        for task_id in self.tasks.list_ids():
+        try:
+            ids = self.tasks.list_ids()
+        except Exception:  # noqa: BLE001 - the store is restarting; the next scan catches up
+            log.warning("store scan failed", exc_info=True)
+            return
+        for task_id in ids:
+            if task_id in self.held:
+                continue
             try:
+                meta = self.tasks.peek(task_id)
+                if meta.finished or meta.status not in _WAITING:
+                    continue
+                if meta.owner and meta.lease_until and meta.lease_until.timestamp() > time.time():
+                    continue
                 rec, _ = self.tasks.get(task_id)
             except TaskNotFound:
+                continue
+            except Exception:  # noqa: BLE001
+                log.warning("store scan failed on %s", task_id, exc_info=True)
                 continue
             if rec.status in _WAITING and rec.kind in MODEL_KIND:
                 found.append(rec)
         for rec in sorted(found, key=lambda r: r.created_at):
             self.submit(rec, check_limit=False)
-        if found:
-            log.info("recovered %d unfinished tasks", len(found))
+
+    def _scan_loop(self) -> None:
+        while not self._stopping.wait(self.settings.scan_interval_seconds):
+            self._recover()
+
+    def _release(self, task_id: str, message: str) -> None:
+        """Give a claimed task back: PENDING, no owner, so any gateway takes it at once."""
+
+        def mutate(rec):
+            if rec.finished or rec.owner != self.settings.gateway_id:
+                return False
+            rec.status = TaskStatus.PENDING
+            rec.owner = None
+            rec.lease_until = None
+            rec.message = message
+
+        try:
+            self.tasks.update(task_id, mutate)
+        except Exception:  # noqa: BLE001 - the lease expires by itself
+            log.warning("could not hand back %s", task_id, exc_info=True)
+        with self._cond:
+            self.held.pop(task_id, None)
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -191,13 +264,13 @@ class Dispatcher:
                 held = self._claim(item.task_id)
                 if held is None:
                     continue
-            run = Run(record=held.record, replica=replica, stop=threading.Event(), segment=item.segment)
+            run = Run(record=held.record, replica=replica, stop=threading.Event(), segment=item.unit)
             with self._cond:
-                if held.failed:
+                if held.failed or item.unit in held.runs:
                     continue
-                held.runs[item.segment] = run
+                held.runs[item.unit] = run
                 self._inflight[replica.target] += 1
-            self._spawn(self._execute, held, run, name=f"run-{item.task_id[:8]}-{item.segment}")
+            self._spawn(self._execute, held, run, name=f"run-{item.task_id[:8]}-{item.unit}")
 
     def _claim(self, task_id: str) -> Held | None:
         try:
@@ -224,9 +297,11 @@ class Dispatcher:
         except TaskFailed as exc:
             outcome = "failed"
             self._fail(held, TaskStatus.CANCELLED if exc.code == "cancelled" else TaskStatus.FAILED, str(exc), exc.code)
+        except HandedBack:
+            outcome = "retry"
         except Retryable as exc:
             outcome = "retry"
-            self._retry(held, run, str(exc))
+            self._retry(held, run, str(exc), counts=exc.counts)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the task PROCESSING
             log.exception("task %s crashed the pipeline", task_id)
             outcome = "retry"
@@ -275,8 +350,12 @@ class Dispatcher:
 
         self.tasks.update(held.record.id, mutate)
 
-    def _retry(self, held: Held, run: Run, reason: str) -> None:
+    def _retry(self, held: Held, run: Run, reason: str, counts: bool = True) -> None:
         """Run the unit again, or fail the task once it has used up its attempts."""
+        if not counts:
+            with self._cond:
+                self._requeue(held, run)
+            return
         attempts = held.record.attempts
         with self._cond:
             held.record.attempts = attempts + 1
@@ -292,17 +371,30 @@ class Dispatcher:
 
         self.tasks.update(held.record.id, mutate)
         with self._cond:
-            self.queues[MODEL_KIND[held.record.kind]].appendleft(Item(held.record.id, run.segment))
-            self._cond.notify_all()
+            self._requeue(held, run)
+
+    def _requeue(self, held: Held, run: Run) -> None:
+        rec = held.record
+        self._insert(self.queues[MODEL_KIND[rec.kind]],
+                     Item(rec.created_at.timestamp(), rec.id, -1 if run.segment is None else run.segment))
+        self._cond.notify_all()
 
     def _renew_loop(self) -> None:
-        interval = max(self.settings.lease_seconds / 3, 0.5)
-        while not self._stopping.wait(interval):
+        """Renew the leases of held tasks, and stop any that was cancelled through another gateway."""
+        renew_every = max(self.settings.lease_seconds / 3, 0.5)
+        last_renew = 0.0
+        while not self._stopping.wait(min(1.0, renew_every)):
             with self._cond:
                 ids = list(self.held)
+            renew = time.monotonic() - last_renew >= renew_every
+            if renew:
+                last_renew = time.monotonic()
             for task_id in ids:
                 try:
-                    rec = self.tasks.renew(task_id, self.settings.gateway_id, self.settings.lease_seconds)
+                    if renew:
+                        status = self.tasks.renew(task_id, self.settings.gateway_id, self.settings.lease_seconds).status
+                    else:
+                        status = self.tasks.peek(task_id).status
                 except (LeaseLost, TaskNotFound):
                     log.warning("task %s is no longer ours; stopping it here", task_id)
                     self.cancel(task_id)
@@ -310,5 +402,5 @@ class Dispatcher:
                 except Exception:  # noqa: BLE001 - next round tries again
                     log.warning("could not renew the lease of %s", task_id, exc_info=True)
                     continue
-                if rec.status == TaskStatus.CANCELLED:
+                if status == TaskStatus.CANCELLED:
                     self.cancel(task_id)

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import grpc
 
@@ -39,9 +40,18 @@ ECHOMIMIC_FIELDS = ("width", "height", "length", "seed", "facemask_dilation_rati
 _NORMALISE, _RENDER_END = 0.05, 0.9
 
 
-# Which model service runs each kind of task.
+# Which model service runs each kind of task; modules that add task kinds register here too.
 MODEL_KIND = {"dicetalk": "dicetalk", "echomimic": "echomimic", "echomimic_multi": "echomimic",
               "latentsync": "latentsync"}
+
+# Task kind -> function(pipeline, run) running one unit of it; filled below and by extensions.
+RUNNERS: dict[str, Callable[["Pipeline", "Run"], None]] = {}
+
+
+def register_kind(kind: str, model_kind: str, runner: Callable[["Pipeline", "Run"], None]) -> None:
+    """Teach the gateway a new kind of task, run on replicas of `model_kind`."""
+    MODEL_KIND[kind] = model_kind
+    RUNNERS[kind] = runner
 
 
 class TaskFailed(Exception):
@@ -55,6 +65,15 @@ class TaskFailed(Exception):
 class Retryable(Exception):
     """The step failed for a reason outside the task (a replica died, a store hiccup)."""
 
+    def __init__(self, message: str, counts: bool = True):
+        super().__init__(message)
+        # False when the task never started (no free slot after all): not an attempt.
+        self.counts = counts
+
+
+class HandedBack(Exception):
+    """This gateway is shutting down: the unit stops here and another gateway runs it."""
+
 
 @dataclass
 class Run:
@@ -65,11 +84,19 @@ class Run:
     stop: threading.Event
     segment: int | None = None
     call: object = None
+    handback: bool = False
 
-    def cancel(self) -> None:
+    def cancel(self, handback: bool = False) -> None:
+        """Stop the unit: cancelled for good, or (`handback`) to be run again elsewhere."""
+        self.handback = self.handback or handback
         self.stop.set()
         if self.call is not None:
             self.call.cancel()
+
+    def check(self) -> None:
+        """Raise if the unit was stopped between two steps."""
+        if self.stop.is_set():
+            raise HandedBack("gateway shutting down") if self.handback else TaskFailed("cancelled", "cancelled")
 
 
 class Pipeline:
@@ -84,8 +111,12 @@ class Pipeline:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _set(self, task_id: str, progress: float | None = None, message: str | None = None, **fields) -> TaskRecord:
-        def mutate(rec: TaskRecord) -> None:
+    def set(self, task_id: str, progress: float | None = None, message: str | None = None, **fields) -> TaskRecord:
+        """Update a running task; a task that already ended (cancelled, say) is left alone."""
+
+        def mutate(rec: TaskRecord) -> bool | None:
+            if rec.finished:
+                return False
             if progress is not None:
                 rec.progress = max(rec.progress, min(progress, 1.0))
             if message is not None:
@@ -95,7 +126,8 @@ class Pipeline:
 
         return self.tasks.update(task_id, mutate)
 
-    def _media(self, method: str, request, run: Run):
+    def media(self, method: str, request, run: Run):
+        run.check()
         try:
             return getattr(self.clients.media, method)(request, timeout=self.settings.rpc_timeout_seconds)
         except grpc.RpcError as err:
@@ -104,13 +136,14 @@ class Pipeline:
             raise Retryable(f"media service: {err.code().name}: {err.details()}") from err
 
     def _normalise(self, run: Run, source_key: str, dest_key: str) -> float:
-        reply = self._media("NormalizeAudio", media_pb2.NormalizeAudioRequest(
+        reply = self.media("NormalizeAudio", media_pb2.NormalizeAudioRequest(
             source=ref(source_key), destination=ref(dest_key)), run)
         return reply.duration_seconds
 
-    def _render(self, run: Run, method: str, request, lo: float, hi: float, report) -> common_pb2.VideoResult:
+    def render(self, run: Run, method: str, request, lo: float, hi: float, report) -> common_pb2.VideoResult:
         """Call a model replica's streaming RPC, reporting its progress as it comes."""
         last_write = 0.0
+        run.check()
         try:
             call = getattr(run.replica.model, method)(request, timeout=self.settings.rpc_timeout_seconds)
             run.call = call
@@ -125,17 +158,18 @@ class Pipeline:
                     p = event.progress
                     report(lo + (hi - lo) * p.fraction, p.message or "Generating video...")
         except grpc.RpcError as err:
-            if run.stop.is_set():
-                raise TaskFailed("cancelled", "cancelled") from err
+            run.check()
             if err.code() in _PERMANENT:
                 raise TaskFailed(err.details() or str(err.code()), error_code_of(err)) from err
-            raise Retryable(f"{run.replica.kind} replica {run.replica.target}: {err.code().name}: {err.details()}") from err
+            busy = err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            raise Retryable(f"{run.replica.kind} replica {run.replica.target}: {err.code().name}: {err.details()}",
+                            counts=not busy) from err
         finally:
             run.call = None
         raise Retryable(f"{run.replica.kind} replica {run.replica.target} ended the stream without a result")
 
     def _mux(self, run: Run, video_key: str, audio_key: str, dest_key: str) -> None:
-        self._media("Mux", media_pb2.MuxRequest(video=ref(video_key), audio=ref(audio_key),
+        self.media("Mux", media_pb2.MuxRequest(video=ref(video_key), audio=ref(audio_key),
                                                 destination=ref(dest_key)), run)
 
     # -- kinds ---------------------------------------------------------------------------------
@@ -149,26 +183,19 @@ class Pipeline:
 
     def run(self, run: Run) -> None:
         """Run one unit to its end, or raise TaskFailed / Retryable."""
-        kind = run.record.kind
-        if kind == "dicetalk":
-            self._run_dicetalk(run)
-        elif kind == "echomimic":
-            self._run_echomimic(run)
-        elif kind == "echomimic_multi":
-            self._run_segment(run)
-        elif kind == "latentsync":
-            self._run_latentsync(run)
-        else:
-            raise TaskFailed(f"unknown task kind {kind!r}", "bad_kind")
+        runner = RUNNERS.get(run.record.kind)
+        if runner is None:
+            raise TaskFailed(f"unknown task kind {run.record.kind!r}", "bad_kind")
+        runner(self, run)
 
     def _portrait(self, run: Run, method: str, make_request) -> None:
         tid = run.record.id
-        self._set(tid, 0.01, "Preparing audio...", status=TaskStatus.PROCESSING)
+        self.set(tid, 0.01, "Preparing audio...", status=TaskStatus.PROCESSING)
         out = task_key(tid, "outputs", "result.mp4")
         result = self._render_with_audio(run, method, make_request, run.record.inputs["audio"], "", out,
-                                         lambda f, m: self._set(tid, f, m))
+                                         lambda f, m: self.set(tid, f, m))
         self.store.delete_prefix(task_key(tid, "work") + "/")
-        self._complete(tid, {"video": out}, result)
+        self.complete(tid, {"video": out}, result)
 
     def _render_with_audio(self, run: Run, method: str, make_request, audio_key: str, tag: str, out: str,
                            report) -> common_pb2.VideoResult:
@@ -178,13 +205,13 @@ class Pipeline:
         self._normalise(run, audio_key, wav)
         silent = task_key(tid, "work", f"video{tag}.mp4")
         report(_NORMALISE, "Generating video...")
-        result = self._render(run, method, make_request(wav, silent), _NORMALISE, _RENDER_END, report)
+        result = self.render(run, method, make_request(wav, silent), _NORMALISE, _RENDER_END, report)
         report(_RENDER_END, "Adding audio...")
         self._mux(run, silent, audio_key, out)
         return result
 
-    def _complete(self, task_id: str, outputs: dict[str, str], result: common_pb2.VideoResult) -> None:
-        record = self._set(task_id, 1.0, "Video generated successfully", status=TaskStatus.COMPLETED,
+    def complete(self, task_id: str, outputs: dict[str, str], result: common_pb2.VideoResult) -> None:
+        record = self.set(task_id, 1.0, "Video generated successfully", status=TaskStatus.COMPLETED,
                            outputs=outputs, engine=result.engine,
                            result={"frames": result.frames, "fps": result.fps, "width": result.width,
                                    "height": result.height, "duration_seconds": result.duration_seconds})
@@ -233,9 +260,9 @@ class Pipeline:
             fractions[seg] = fraction
             overall = 0.95 * sum(fractions.values()) / n
             done = sum(1 for f in fractions.values() if f >= 1.0)
-            self._set(tid, overall, f"Generating segment videos ({done}/{n} done)...")
+            self.set(tid, overall, f"Generating segment videos ({done}/{n} done)...")
 
-        self._set(tid, None, None, status=TaskStatus.PROCESSING)
+        self.set(tid, None, None, status=TaskStatus.PROCESSING)
         out = task_key(tid, "outputs", f"segment_{seg}.mp4")
         result = self._render_with_audio(run, "Generate", self._echomimic_request(run, f"{tid}-{seg}"),
                                          run.record.inputs[f"audio_{seg}"], f"_{seg}", out, report)
@@ -253,14 +280,14 @@ class Pipeline:
         n = rec.params["segments"]
         outputs = {f"segment_{i}": rec.outputs[f"segment_{i}"] for i in range(n)}
         if rec.params.get("combine_videos"):
-            self._set(rec.id, 0.96, "Combining videos...")
+            self.set(rec.id, 0.96, "Combining videos...")
             combined = task_key(rec.id, "outputs", "combined.mp4")
-            self._media("Concat", media_pb2.ConcatRequest(
+            self.media("Concat", media_pb2.ConcatRequest(
                 sources=[ref(outputs[f"segment_{i}"]) for i in range(n)], destination=ref(combined)), run)
             outputs["combined"] = combined
         self.store.delete_prefix(task_key(rec.id, "work") + "/")
         self._segment_progress.pop(rec.id, None)
-        self._set(rec.id, 1.0, "All videos generated", status=TaskStatus.COMPLETED, outputs=outputs)
+        self.set(rec.id, 1.0, "All videos generated", status=TaskStatus.COMPLETED, outputs=outputs)
 
     def _fetch_inputs(self, run: Run) -> dict[str, str]:
         """Download the task's URL inputs into the store (once; a retry reuses them)."""
@@ -270,30 +297,38 @@ class Pipeline:
             if name in inputs:
                 continue
             key = task_key(rec.id, "inputs", name)
-            self._set(rec.id, 0.01, f"Downloading {name}...", status=TaskStatus.PROCESSING)
-            self._media("FetchUrl", media_pb2.FetchUrlRequest(
+            self.set(rec.id, 0.01, f"Downloading {name}...", status=TaskStatus.PROCESSING)
+            self.media("FetchUrl", media_pb2.FetchUrlRequest(
                 url=rec.params[f"{name}_url"], destination=ref(key), expect=kind), run)
             inputs[name] = key
-            self._set(rec.id, None, None, inputs=dict(inputs))
+            self.set(rec.id, None, None, inputs=dict(inputs))
         return inputs
 
     def _run_latentsync(self, run: Run) -> None:
         rec = run.record
         tid, p = rec.id, rec.params
         rec.inputs = self._fetch_inputs(run)
-        self._set(tid, 0.02, "Preparing audio...", status=TaskStatus.PROCESSING)
+        self.set(tid, 0.02, "Preparing audio...", status=TaskStatus.PROCESSING)
         wav = task_key(tid, "work", "audio.wav")
         self._normalise(run, rec.inputs["audio"], wav)
         silent, mask = task_key(tid, "work", "video.mp4"), task_key(tid, "outputs", "mask.mp4")
-        self._set(tid, _NORMALISE, "Lip-syncing video...")
-        result = self._render(run, "Sync", latentsync_pb2.SyncRequest(
+        self.set(tid, _NORMALISE, "Lip-syncing video...")
+        result = self.render(run, "Sync", latentsync_pb2.SyncRequest(
             job_id=tid, video=ref(rec.inputs["video"]), audio=ref(wav), output=ref(silent),
             mask_output=ref(mask), inference_ckpt_path=p.get("inference_ckpt_path") or "",
             inference_steps=p.get("inference_steps", 20), guidance_scale=p.get("guidance_scale", 1.0),
             seed=p.get("seed", 0),
-        ), _NORMALISE, _RENDER_END, lambda f, m: self._set(tid, f, m))
-        self._set(tid, _RENDER_END, "Adding audio...")
+        ), _NORMALISE, _RENDER_END, lambda f, m: self.set(tid, f, m))
+        self.set(tid, _RENDER_END, "Adding audio...")
         out = task_key(tid, "outputs", "result.mp4")
         self._mux(run, silent, rec.inputs["audio"], out)
         self.store.delete_prefix(task_key(tid, "work") + "/")
-        self._complete(tid, {"video": out, "mask": mask}, result)
+        self.complete(tid, {"video": out, "mask": mask}, result)
+
+
+RUNNERS.update({
+    "dicetalk": Pipeline._run_dicetalk,
+    "echomimic": Pipeline._run_echomimic,
+    "echomimic_multi": Pipeline._run_segment,
+    "latentsync": Pipeline._run_latentsync,
+})

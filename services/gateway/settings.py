@@ -32,6 +32,9 @@ class GatewaySettings(BaseSettings):
     max_queue: int = Field(100, description="waiting tasks per model kind before new ones are refused")
     max_attempts: int = Field(3, description="runs of a task before it fails for good")
     lease_seconds: float = 30.0
+    scan_interval_seconds: float = Field(2.0, description="how often the store is scanned for orphaned tasks")
+    sweep_interval_seconds: float = Field(600.0, description="how often expired tasks are deleted")
+    shutdown_grace_seconds: float = Field(20.0, description="how long running work may finish on SIGTERM")
     progress_interval_seconds: float = 0.5
     retention_hours: float = 24.0
     rpc_timeout_seconds: float = 3600.0
