@@ -135,8 +135,9 @@ class TaskRecord(BaseModel):
     attempts: int = 0
     idempotency_key: str | None = None
     result: dict[str, Any] = Field(default_factory=dict)  # what the engine reported: frames, size, ...
+    started_at: datetime | None = None  # when work on it first began
 
-    @field_validator("created_at", "updated_at", "lease_until")
+    @field_validator("created_at", "updated_at", "lease_until", "started_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return _as_utc(value)

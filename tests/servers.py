@@ -50,7 +50,8 @@ class Backend:
 
 
 @contextlib.contextmanager
-def backend(store_settings: StoreSettings, replicas: int = 1, **media_settings) -> Iterator[Backend]:
+def backend(store_settings: StoreSettings, replicas: int = 1, slots: int | None = None,
+            **media_settings) -> Iterator[Backend]:
     store = ObjectStore(store_settings)
     media = create_media_server(MediaSettings(port=0, **media_settings), store)
     started = []
@@ -59,7 +60,8 @@ def backend(store_settings: StoreSettings, replicas: int = 1, **media_settings) 
                                        ("echomimic", EchoMimicSettings, create_echomimic_server),
                                        ("latentsync", LatentSyncSettings, create_latentsync_server)):
         for i in range(replicas):
-            replica = create(settings_cls(port=0, replica_id=f"{kind}-{i}"), store, Engine)
+            extra = {"slots": slots} if slots else {}
+            replica = create(settings_cls(port=0, replica_id=f"{kind}-{i}", **extra), store, Engine)
             started.append(replica)
             targets.setdefault(kind, []).append(f"127.0.0.1:{replica.port}")
     try:

@@ -16,7 +16,7 @@ import grpc
 
 from libs.grpcutil.errors import error_code_of
 from libs.store.client import ObjectStore
-from libs.tasks import TaskRecord, TaskStatus, TaskStore
+from libs.tasks import TaskRecord, TaskStatus, TaskStore, utcnow
 from services.gateway.cache import remember
 from services.gateway.clients import Clients, Replica
 from services.gateway.keys import ref, task_key
@@ -123,6 +123,8 @@ class Pipeline:
                 rec.message = message
             for name, value in fields.items():
                 setattr(rec, name, value)
+            if rec.status == TaskStatus.PROCESSING and rec.started_at is None:
+                rec.started_at = utcnow()
 
         return self.tasks.update(task_id, mutate)
 

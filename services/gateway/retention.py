@@ -14,10 +14,10 @@ log = logging.getLogger(__name__)
 
 
 def sweep(tasks: TaskStore, store: ObjectStore, retention: timedelta) -> int:
-    """One pass: expired tasks with everything under their prefix, then cache entries as old."""
+    """One pass: expired tasks with everything under their prefix, then cache and idempotency entries as old."""
     removed = tasks.sweep_expired(retention)
     cutoff = datetime.now(timezone.utc) - retention
-    for key in store.list_keys("cache/"):
+    for key in store.list_keys("cache/") + store.list_keys("idempotency/"):
         try:
             if store.stat(key).last_modified < cutoff:
                 store.delete(key)

@@ -15,6 +15,7 @@ from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import dicetalk_error
+from services.gateway import idempotency
 from services.gateway.cache import result_cache_key, serve_from_cache
 from services.gateway.intake import IntakeError, accept_upload
 from services.gateway.responses import stream_result
@@ -124,21 +125,31 @@ async def start(request: Request, gw: GatewayDep) -> StartResponse:
     task_id = accepted.task_id
     values = accepted.params.model_dump()
     cache_key = result_cache_key("dicetalk", values, accepted.sha256)
-    if values["seed"] is None:
-        values["seed"] = secrets.randbelow(2**31)
-    cached = await run_in_threadpool(serve_from_cache, gw, cache_key, task_id, "dicetalk", values, accepted.inputs)
-    if cached is not None:
-        return StartResponse(task_id=task_id, status="COMPLETED", message=cached.message)
-    record = TaskRecord(id=task_id, kind="dicetalk", api="dicetalk", status=TaskStatus.PENDING,
-                        message="Task created successfully", params=values | {"cache_key": cache_key},
-                        inputs=accepted.inputs)
-    await run_in_threadpool(gw.tasks.create, record)
-    try:
-        gw.dispatcher.submit(record)
-    except QueueFull as exc:
-        await run_in_threadpool(gw.tasks.delete, task_id)
-        raise dicetalk_error(503, "Task queue is full", str(exc), headers={"Retry-After": "30"})
-    return StartResponse(task_id=task_id, status="PENDING", message="Task created successfully")
+
+    async def create() -> dict:
+        if values["seed"] is None:
+            values["seed"] = secrets.randbelow(2**31)
+        cached = await run_in_threadpool(serve_from_cache, gw, cache_key, task_id, "dicetalk", values,
+                                         accepted.inputs)
+        if cached is not None:
+            return {"task_id": task_id, "status": "COMPLETED", "message": cached.message}
+        record = TaskRecord(id=task_id, kind="dicetalk", api="dicetalk", status=TaskStatus.PENDING,
+                            message="Task created successfully", params=values | {"cache_key": cache_key},
+                            inputs=accepted.inputs)
+        await run_in_threadpool(gw.tasks.create, record)
+        try:
+            gw.dispatcher.submit(record)
+        except QueueFull as exc:
+            await run_in_threadpool(gw.tasks.delete, task_id)
+            raise dicetalk_error(503, "Task queue is full", str(exc), headers={"Retry-After": "30"})
+        return {"task_id": task_id, "status": "PENDING", "message": "Task created successfully"}
+
+    async def discard() -> None:
+        await run_in_threadpool(gw.store.delete_prefix, f"tasks/{task_id}/")
+
+    return StartResponse(**await idempotency.once(
+        request, gw, "dicetalk", cache_key, task_id, create,
+        lambda status, message, headers=None: dicetalk_error(status, message, headers=headers), discard))
 
 
 @router.get("/api/v1/synthesis/{task_id}/status", response_model=StatusResponse)

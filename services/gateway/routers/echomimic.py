@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
+from services.gateway import idempotency
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
@@ -89,15 +90,25 @@ async def _create(request: Request, gw, kind: str, audio_field: str, model: type
     params = accepted.params.model_dump()
     if kind == "echomimic_multi":
         params["segments"] = sum(1 for name in accepted.inputs if name.startswith("audio_"))
-    record = TaskRecord(id=accepted.task_id, kind=kind, api="echomimic", status=TaskStatus.PENDING,
-                        message="Task created", params=params, inputs=accepted.inputs)
-    await run_in_threadpool(gw.tasks.create, record)
-    try:
-        gw.dispatcher.submit(record)
-    except QueueFull as exc:
-        await run_in_threadpool(gw.tasks.delete, record.id)
-        raise fastapi_error(503, str(exc), headers={"Retry-After": "30"})
-    return CreateResponse(task_id=record.id, status="pending")
+
+    async def create() -> dict:
+        record = TaskRecord(id=accepted.task_id, kind=kind, api="echomimic", status=TaskStatus.PENDING,
+                            message="Task created", params=params, inputs=accepted.inputs)
+        await run_in_threadpool(gw.tasks.create, record)
+        try:
+            gw.dispatcher.submit(record)
+        except QueueFull as exc:
+            await run_in_threadpool(gw.tasks.delete, record.id)
+            raise fastapi_error(503, str(exc), headers={"Retry-After": "30"})
+        return {"task_id": record.id, "status": "pending"}
+
+    async def discard() -> None:
+        await run_in_threadpool(gw.store.delete_prefix, f"tasks/{accepted.task_id}/")
+
+    digest = idempotency.body_hash(kind, params, accepted.sha256)
+    return CreateResponse(**await idempotency.once(
+        request, gw, "echomimic", digest, accepted.task_id, create,
+        lambda status, message, headers=None: fastapi_error(status, message, headers=headers), discard))
 
 
 @router.post("/generate_video", response_model=CreateResponse, openapi_extra=_SINGLE)

@@ -11,11 +11,12 @@ import uuid
 from typing import Optional
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
+from services.gateway import idempotency
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
@@ -71,24 +72,35 @@ class QueueResponse(BaseModel):
 
 
 @router.post("/sync", response_model=SyncResponse)
-async def sync(body: SyncRequest, gw: GatewayDep) -> SyncResponse:
+async def sync(body: SyncRequest, request: Request, gw: GatewayDep) -> SyncResponse:
     """Queue a lip-sync task for a video URL and an audio URL."""
     ckpt = body.inference_ckpt_path
     if ckpt and ckpt not in gw.settings.latentsync_checkpoints:
         raise fastapi_error(400, f"unknown inference_ckpt_path {ckpt!r}; this server offers "
                                  f"{gw.settings.latentsync_checkpoints}")
     params = body.model_dump()
-    if params["seed"] is None:
-        params["seed"] = secrets.randbelow(2**31)
-    record = TaskRecord(id=str(uuid.uuid4()), kind="latentsync", api="latentsync", status=TaskStatus.PENDING,
-                        message="Task queued", params=params)
-    await run_in_threadpool(gw.tasks.create, record)
-    try:
-        position = gw.dispatcher.submit(record)
-    except QueueFull as exc:
-        await run_in_threadpool(gw.tasks.delete, record.id)
-        raise fastapi_error(503, str(exc), headers={"Retry-After": "30"})
-    return SyncResponse(task_id=record.id, status="queued", queue_position=position, message="Task queued")
+    task_id = str(uuid.uuid4())
+
+    async def create() -> dict:
+        if params["seed"] is None:
+            params["seed"] = secrets.randbelow(2**31)
+        record = TaskRecord(id=task_id, kind="latentsync", api="latentsync", status=TaskStatus.PENDING,
+                            message="Task queued", params=params)
+        await run_in_threadpool(gw.tasks.create, record)
+        try:
+            position = gw.dispatcher.submit(record)
+        except QueueFull as exc:
+            await run_in_threadpool(gw.tasks.delete, record.id)
+            raise fastapi_error(503, str(exc), headers={"Retry-After": "30"})
+        return {"task_id": task_id, "status": "queued", "queue_position": position, "message": "Task queued"}
+
+    async def nothing_to_discard() -> None:
+        return None
+
+    return SyncResponse(**await idempotency.once(
+        request, gw, "latentsync", idempotency.body_hash(body.model_dump()), task_id, create,
+        lambda status, message, headers=None: fastapi_error(status, message, headers=headers),
+        nothing_to_discard))
 
 
 def latentsync_status(gw, rec: TaskRecord) -> dict:
