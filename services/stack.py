@@ -85,6 +85,8 @@ class Service:
     name: str
     proc: subprocess.Popen
     target: str
+    module: str
+    env: dict[str, str]
 
 
 @dataclass
@@ -95,6 +97,7 @@ class Stack:
     host: str = "127.0.0.1"
     gateway_ports: list[int] = field(default_factory=lambda: [8000, 7688])
     replicas: dict[str, int] = field(default_factory=dict)
+    gateways: int = 1
     store_settings: StoreSettings | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     start_timeout: float = 180.0
@@ -105,18 +108,45 @@ class Stack:
     def url(self) -> str:
         return f"http://{self.host}:{self.gateway_ports[0]}"
 
-    def _spawn(self, name: str, module: str, env: dict[str, str], target: str) -> Service:
+    def _popen(self, name: str, module: str, env: dict[str, str]) -> subprocess.Popen:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log_file = open(logs / f"{name}.log", "ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env={**os.environ, **env, **self.extra_env},
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log_file.close()
-        svc = Service(name, proc, target)
+        with open(logs / f"{name}.log", "ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", module], cwd=ROOT, env={**os.environ, **env, **self.extra_env},
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def _spawn(self, name: str, module: str, env: dict[str, str], target: str) -> Service:
+        svc = Service(name, self._popen(name, module, env), target, module, env)
         self.services.append(svc)
         return svc
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one service, as a crash would."""
+        svc = self.service(name)
+        svc.proc.kill()
+        svc.proc.wait()
+
+    def restart(self, name: str, timeout: float | None = None) -> None:
+        """Start a stopped or killed service again on the same address and wait until it is healthy."""
+        svc = self.service(name)
+        if svc.proc.poll() is None:
+            svc.proc.terminate()
+            svc.proc.wait(timeout=60)
+        svc.proc = self._popen(name, svc.module, svc.env)
+        timeout = timeout or self.start_timeout
+        if svc.module == "services.gateway":
+            wait_http_healthy(svc.target + "/api/health", timeout, svc.proc)
+        else:
+            wait_grpc_serving(svc.target, timeout, svc.proc)
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        return [s.target for s in self.services if s.module == "services.gateway"]
 
     def start(self) -> "Stack":
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -151,14 +181,19 @@ class Stack:
         for svc in waiting:
             wait_grpc_serving(svc.target, self.start_timeout, svc.proc)
             log.info("%s is serving on %s", svc.name, svc.target)
-        gateway = self._spawn("gateway", "services.gateway", {
-            **base,
-            "TALKSERVE_GATEWAY_HOST": self.host,
-            "TALKSERVE_GATEWAY_PORTS": json.dumps(self.gateway_ports),
-            "TALKSERVE_GATEWAY_MEDIA_TARGET": waiting[0].target,
-            **{f"TALKSERVE_GATEWAY_{k.upper()}_TARGETS": json.dumps(v) for k, v in targets.items()},
-        }, self.url)
-        wait_http_healthy(self.url + "/api/health", self.start_timeout, gateway.proc)
+        gateways = []
+        for i in range(self.gateways):
+            ports = self.gateway_ports if i == 0 else [free_port(self.host)]
+            gateways.append(self._spawn(f"gateway-{i}" if i else "gateway", "services.gateway", {
+                **base,
+                "TALKSERVE_GATEWAY_HOST": self.host,
+                "TALKSERVE_GATEWAY_PORTS": json.dumps(ports),
+                "TALKSERVE_GATEWAY_GATEWAY_ID": f"gateway-{i}",
+                "TALKSERVE_GATEWAY_MEDIA_TARGET": waiting[0].target,
+                **{f"TALKSERVE_GATEWAY_{k.upper()}_TARGETS": json.dumps(v) for k, v in targets.items()},
+            }, f"http://{self.host}:{ports[0]}"))
+        for gateway in gateways:
+            wait_http_healthy(gateway.target + "/api/health", self.start_timeout, gateway.proc)
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM every service, gateway first, and wait for each to drain."""

@@ -10,6 +10,7 @@ import queue
 import socket
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -72,8 +73,16 @@ class Staging:
         self.store.get_file(ref.key, str(dest))
         return dest
 
-    def publish(self, path: pathlib.Path, ref: common_pb2.ObjectRef) -> None:
-        self.store.put_file(ref.key, str(path), content_type="video/mp4")
+    def publish(self, path: pathlib.Path, ref: common_pb2.ObjectRef, result: api.RenderResult | None = None) -> None:
+        """Upload a finished video; the result travels as object metadata, so a retried task can reuse it."""
+        self.store.put_file(ref.key, str(path), content_type="video/mp4",
+                            metadata=result_metadata(result) if result else None)
+
+
+def result_metadata(result: api.RenderResult) -> dict[str, str]:
+    """What a render produced, as object metadata (S3 metadata values are ASCII strings)."""
+    return {"engine": result.engine, "frames": str(result.frames), "fps": repr(float(result.fps)),
+            "width": str(result.width), "height": str(result.height), "duration": repr(float(result.duration_s))}
 
 
 def video_result(result: api.RenderResult, video: common_pb2.ObjectRef,
@@ -188,10 +197,12 @@ def portrait_work(staging: Staging, engines: EnginePool, job_id: str,
             image_path = staging.fetch(image, tmp / "image")
             audio_path = staging.fetch(audio, tmp / "audio.wav")
             job = make_job(str(image_path), str(audio_path), str(tmp / "video.mp4"))
+            started = time.monotonic()
             with engines.engine() as engine:
                 result = engine.generate(job, progress, should_stop)
             progress(api.Progress("upload", 0, 1, "Saving video..."))
-            staging.publish(tmp / "video.mp4", output)
+            staging.publish(tmp / "video.mp4", output, result)
+            log.info("job %s finished: %d frames in %.2f s", job_id, result.frames, time.monotonic() - started)
             return result
 
     return work

@@ -204,6 +204,8 @@ class Dispatcher:
             if rec.status in _WAITING and rec.kind in MODEL_KIND:
                 found.append(rec)
         for rec in sorted(found, key=lambda r: r.created_at):
+            if rec.owner and rec.owner != self.settings.gateway_id:
+                log.info("taking over task %s from %s, whose lease expired", rec.id, rec.owner)
             self.submit(rec, check_limit=False)
 
     def _scan_loop(self) -> None:
@@ -243,34 +245,42 @@ class Dispatcher:
         return best
 
     def _dispatch_loop(self, kind: str) -> None:
-        queue = self.queues[kind]
         while not self._stopping.is_set():
+            try:
+                self._dispatch_one(kind)
+            except Exception:  # noqa: BLE001 - a store outage must not end dispatching
+                log.warning("dispatching %s failed; retrying", kind, exc_info=True)
+                self._stopping.wait(0.5)
+
+    def _dispatch_one(self, kind: str) -> None:
+        """Wait for a queued unit and a free slot, claim, and start the unit."""
+        queue = self.queues[kind]
+        with self._cond:
+            while not queue and not self._stopping.is_set():
+                self._cond.wait(timeout=1.0)
+        if self._stopping.is_set():
+            return
+        replica = self._free_replica(kind)
+        if replica is None:
             with self._cond:
-                while not queue and not self._stopping.is_set():
-                    self._cond.wait(timeout=1.0)
-            if self._stopping.is_set():
+                self._cond.wait(timeout=0.2)
+            return
+        with self._cond:
+            if not queue:
                 return
-            replica = self._free_replica(kind)
-            if replica is None:
-                with self._cond:
-                    self._cond.wait(timeout=0.2)
-                continue
-            with self._cond:
-                if not queue:
-                    continue
-                item = queue.popleft()
-                held = self.held.get(item.task_id)
+            item = queue.popleft()
+            held = self.held.get(item.task_id)
+        if held is None:
+            held = self._claim(item.task_id)
             if held is None:
-                held = self._claim(item.task_id)
-                if held is None:
-                    continue
-            run = Run(record=held.record, replica=replica, stop=threading.Event(), segment=item.unit)
-            with self._cond:
-                if held.failed or item.unit in held.runs:
-                    continue
-                held.runs[item.unit] = run
-                self._inflight[replica.target] += 1
-            self._spawn(self._execute, held, run, name=f"run-{item.task_id[:8]}-{item.unit}")
+                return
+        run = Run(record=held.record, replica=replica, stop=threading.Event(), segment=item.unit)
+        with self._cond:
+            if held.failed or item.unit in held.runs:
+                return
+            held.runs[item.unit] = run
+            self._inflight[replica.target] += 1
+        self._spawn(self._execute, held, run, name=f"run-{item.task_id[:8]}-{item.unit}")
 
     def _claim(self, task_id: str) -> Held | None:
         try:
@@ -290,6 +300,18 @@ class Dispatcher:
         return held
 
     def _execute(self, held: Held, run: Run) -> None:
+        try:
+            self._execute_unit(held, run)
+        except Exception:  # noqa: BLE001 - recording the outcome failed (store down for long)
+            log.exception("task %s: could not record the outcome; letting its lease lapse", held.record.id)
+            with self._cond:
+                held.runs.pop(run.segment, None)
+                if not held.runs:
+                    # Not renewed any more, the lease expires and a store scan queues the task again.
+                    self.held.pop(held.record.id, None)
+                self._cond.notify_all()
+
+    def _execute_unit(self, held: Held, run: Run) -> None:
         task_id = held.record.id
         outcome = "done"
         try:

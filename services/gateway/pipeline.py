@@ -15,7 +15,7 @@ from typing import Callable
 import grpc
 
 from libs.grpcutil.errors import error_code_of
-from libs.store.client import ObjectStore
+from libs.store.client import NotFound, ObjectStore
 from libs.tasks import TaskRecord, TaskStatus, TaskStore, utcnow
 from services.gateway.cache import remember
 from services.gateway.clients import Clients, Replica
@@ -143,7 +143,14 @@ class Pipeline:
         return reply.duration_seconds
 
     def render(self, run: Run, method: str, request, lo: float, hi: float, report) -> common_pb2.VideoResult:
-        """Call a model replica's streaming RPC, reporting its progress as it comes."""
+        """Call a model replica's streaming RPC, reporting its progress as it comes.
+
+        A render that an earlier attempt finished (its video is in the store) is reused.
+        """
+        done = self._finished_render(request.output.key)
+        if done is not None:
+            log.info("task %s: reusing the render of an earlier attempt", run.record.id)
+            return done
         last_write = 0.0
         run.check()
         try:
@@ -169,6 +176,17 @@ class Pipeline:
         finally:
             run.call = None
         raise Retryable(f"{run.replica.kind} replica {run.replica.target} ended the stream without a result")
+
+    def _finished_render(self, key: str) -> common_pb2.VideoResult | None:
+        try:
+            meta = self.store.stat(key).metadata
+        except NotFound:
+            return None
+        if "engine" not in meta:
+            return None
+        return common_pb2.VideoResult(
+            video=ref(key), engine=meta["engine"], frames=int(meta["frames"]), fps=float(meta["fps"]),
+            width=int(meta["width"]), height=int(meta["height"]), duration_seconds=float(meta["duration"]))
 
     def _mux(self, run: Run, video_key: str, audio_key: str, dest_key: str) -> None:
         self.media("Mux", media_pb2.MuxRequest(video=ref(video_key), audio=ref(audio_key),

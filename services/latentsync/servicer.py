@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from libs.grpcutil.errors import InvalidRequest, abort_with
 from libs.grpcutil.jobs import run_job
 from libs.grpcutil.model_service import Staging, video_result
 from libs.talkface import api
+
+log = logging.getLogger(__name__)
 from talkserve.latentsync.v1 import latentsync_pb2, latentsync_pb2_grpc
 
 
@@ -36,8 +40,10 @@ class LatentSyncServicer(latentsync_pb2_grpc.LatentSyncServiceServicer):
                 with self._engines.engine() as engine:
                     result = engine.redub(job, progress, should_stop)
                 progress(api.Progress("upload", 0, 1, "Saving video and mask..."))
-                self._staging.publish(tmp / "video.mp4", request.output)
+                # Mask first: the video's presence tells a retried task that both are done.
                 self._staging.publish(tmp / "mask.mp4", request.mask_output)
+                self._staging.publish(tmp / "video.mp4", request.output, result)
+                log.info("job %s finished: %d frames", request.job_id, result.frames)
                 return result
 
         yield from run_job(

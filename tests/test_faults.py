@@ -1,0 +1,139 @@
+"""Fault injection with real processes: jobs survive a killed model replica, a killed gateway
+and a store restart; none is lost and none is rendered to completion twice."""
+
+import collections
+import re
+import time
+
+import av
+import grpc
+import pytest
+import requests
+from PIL import Image
+from skimage import data
+
+from libs.speech.espeak import synthesize, write_wav
+from libs.store.client import ObjectStore
+from libs.tasks import TaskStatus, TaskStore
+from services.stack import Stack, free_port
+from talkserve.worker.v1 import worker_pb2, worker_pb2_grpc
+
+JOBS = 40
+
+
+def _submit(url, portrait, speech, seed):
+    with open(portrait, "rb") as img, open(speech, "rb") as aud:
+        resp = requests.post(f"{url}/api/v1/synthesis/start", files={"image": img, "audio": aud},
+                             data={"emotion": "neutral", "min_resolution": "128", "fps": "24", "seed": str(seed)},
+                             timeout=60)
+    resp.raise_for_status()
+    return resp.json()["task_id"]
+
+
+def _statuses(urls, ids):
+    """Status of every job, asked of whichever gateway answers (one may be down)."""
+    out = {}
+    for task_id in ids:
+        for url in urls:
+            try:
+                out[task_id] = requests.get(f"{url}/v1/jobs/{task_id}", timeout=10).json()["status"]
+                break
+            except (requests.RequestException, ValueError, KeyError):
+                continue
+    return out
+
+
+def _wait_busy(target, timeout=60):
+    """Until the replica at `target` runs a job."""
+    with grpc.insecure_channel(target) as channel:
+        worker = worker_pb2_grpc.WorkerServiceStub(channel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            cap = worker.GetCapacity(worker_pb2.GetCapacityRequest(), timeout=5)
+            if cap.slots_free < cap.slots_total:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"{target} never got a job")
+
+
+def _wait_held(tasks, ids, owner, timeout=60):
+    """Ids of the jobs `owner` is running, once it runs at least one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = []
+        for task_id in ids:
+            meta = tasks.peek(task_id)
+            if meta.owner == owner and meta.status == TaskStatus.PROCESSING:
+                held.append(task_id)
+        if held:
+            return held
+        time.sleep(0.05)
+    raise AssertionError(f"{owner} never held a running job")
+
+
+def _wait_completed(urls, ids, at_least, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = _statuses(urls, ids)
+        if sum(1 for s in states.values() if s == "COMPLETED") >= at_least:
+            return states
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {at_least} completed: {collections.Counter(states.values())}")
+
+
+@pytest.mark.timeout(600)
+def test_jobs_survive_a_killed_replica_a_killed_gateway_and_a_store_restart(tmp_path):
+    portrait, speech = tmp_path / "portrait.png", tmp_path / "speech.wav"
+    Image.fromarray(data.astronaut()).save(portrait)
+    write_wav(synthesize("Hello, this is one of forty jobs."), speech)
+
+    stack = Stack(
+        data_dir=tmp_path / "stack", gateway_ports=[free_port()], gateways=2,
+        replicas={"dicetalk": 2, "echomimic": 0, "latentsync": 0},
+        extra_env={
+            "TALKSERVE_GATEWAY_LEASE_SECONDS": "3",
+            "TALKSERVE_GATEWAY_SCAN_INTERVAL_SECONDS": "1",
+            # Each injected fault may cost a job one attempt.
+            "TALKSERVE_GATEWAY_MAX_ATTEMPTS": "5",
+        },
+    )
+    with stack:
+        urls = stack.gateway_urls
+        ids = [_submit(urls[i % 2], portrait, speech, seed=i) for i in range(JOBS)]
+
+        tasks = TaskStore(ObjectStore(stack.store_settings))
+
+        _wait_completed(urls, ids, 4, timeout=120)
+        _wait_busy(stack.service("dicetalk-0").target)
+        stack.kill("dicetalk-0")
+        stack.restart("dicetalk-0")
+
+        _wait_completed(urls, ids, 14, timeout=120)
+        held = _wait_held(tasks, ids, "gateway-1")
+        stack.kill("gateway-1")
+        stack.restart("gateway-1")
+
+        _wait_completed(urls, ids, 24, timeout=120)
+        stack.seaweed.restart()
+
+        states = _wait_completed(urls, ids, JOBS, timeout=300)
+        assert collections.Counter(states.values()) == {"COMPLETED": JOBS}
+
+        for task_id in held:
+            record = tasks.get(task_id)[0]
+            assert record.attempts >= 2, "a task held by the killed gateway was not taken over"
+        for task_id in ids:
+            resp = requests.get(f"{urls[0]}/api/v1/synthesis/{task_id}/download", timeout=30)
+            assert resp.status_code == 200
+            path = tmp_path / f"{task_id}.mp4"
+            path.write_bytes(resp.content)
+            with av.open(str(path)) as container:
+                assert container.streams.video and container.streams.audio
+
+    finished = collections.Counter()
+    for log_file in (tmp_path / "stack" / "logs").glob("dicetalk-*.log"):
+        for match in re.finditer(r"job (\S+) finished", log_file.read_text(errors="replace")):
+            finished[match.group(1)] += 1
+    assert set(finished) == set(ids), "a job completed without the model service rendering it"
+    twice = {k: v for k, v in finished.items() if v > 1}
+    assert not twice, f"rendered to completion more than once: {twice}"
