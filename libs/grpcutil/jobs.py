@@ -18,6 +18,7 @@ from typing import Callable, Iterator, TypeVar
 import grpc
 
 from libs.grpcutil.errors import ERROR_CODE_KEY, abort_with
+from libs.grpcutil.metrics import JOB_FAILURES, JOB_SECONDS, JOBS_RUNNING
 from libs.talkface import api
 from talkserve.common.v1 import common_pb2
 from talkserve.worker.v1 import worker_pb2, worker_pb2_grpc
@@ -146,6 +147,9 @@ def run_job(
             events.put((done, None, exc))
 
     thread = threading.Thread(target=_target, name="engine-job", daemon=True)
+    started = time.monotonic()
+    JOBS_RUNNING.inc()
+    outcome = "cancelled"
     thread.start()
     try:
         yield wrap_progress(tracker.to_proto(api.Progress("analyse", 0, 0, "Job started")))
@@ -154,9 +158,11 @@ def run_job(
             if isinstance(item, tuple) and item and item[0] is done:
                 _, result, exc = item
                 if exc is not None:
+                    outcome = getattr(exc, "code", None) or type(exc).__name__
                     if not isinstance(exc, api.Cancelled):
                         log.warning("job failed: %s: %s", type(exc).__name__, exc)
                     abort_with(context, exc)
+                outcome = "ok"
                 yield wrap_result(result)
                 return
             yield wrap_progress(tracker.to_proto(item))
@@ -164,3 +170,8 @@ def run_job(
         stop.set()
         thread.join()
         slots.release()
+        JOBS_RUNNING.dec()
+        if outcome == "ok":
+            JOB_SECONDS.observe(time.monotonic() - started)
+        else:
+            JOB_FAILURES.labels(outcome).inc()

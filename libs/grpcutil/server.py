@@ -14,6 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic_settings import BaseSettings
 
+from libs.grpcutil.metrics import MetricsInterceptor, serve_metrics
+
 log = logging.getLogger(__name__)
 
 # Messages carry object keys, never media; the limit stays at gRPC's default on purpose.
@@ -27,6 +29,8 @@ class ServerSettings(BaseSettings):
     port: int = 0
     max_workers: int = 16
     grace_seconds: float = 30.0
+    # Prometheus /metrics over HTTP on this port; unset means no metrics endpoint.
+    metrics_port: int | None = None
 
 
 @dataclass
@@ -65,7 +69,7 @@ def create_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=list(interceptors),
+        interceptors=[MetricsInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -83,6 +87,7 @@ def create_server(
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}")
     server.start()
+    serve_metrics(settings.metrics_port, settings.host)
     handle = GrpcServer(server=server, port=port, health=health_servicer, service_names=names)
     handle.set_serving(False)
     log.info("gRPC server listening on %s:%d (%s)", settings.host, port, ", ".join(names))

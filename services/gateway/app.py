@@ -16,7 +16,8 @@ from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import install_handlers
 from services.gateway.pipeline import Pipeline
 from services.gateway.retention import RetentionSweeper
-from services.gateway.routers import dicetalk, echomimic, jobs, latentsync, tasks
+from services.gateway.metrics import registry_for
+from services.gateway.routers import dicetalk, echomimic, jobs, latentsync, ops, tasks
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
     async def lifespan(app: FastAPI):
         gw = build_gateway(settings, store_settings)
         app.state.gateway = gw
+        app.state.metrics = registry_for(gw.dispatcher)
         gw.dispatcher.start()
         sweeper = RetentionSweeper(gw.tasks, gw.store, settings)
         sweeper.start()
@@ -64,6 +66,6 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
 
     app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan)
     install_handlers(app)
-    for module in (dicetalk, echomimic, latentsync, tasks, jobs):
+    for module in (dicetalk, echomimic, latentsync, tasks, jobs, ops):
         app.include_router(module.router)
     return app

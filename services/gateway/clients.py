@@ -1,7 +1,15 @@
-"""gRPC channels and stubs from the gateway to the media service and the model-service replicas."""
+"""gRPC channels and stubs from the gateway to the media service and the model-service replicas.
+
+A model-service target is either `host:port` (one replica) or `dns:///name:port`: a headless
+Kubernetes Service, resolved again and again to one replica per pod address, because the
+dispatcher counts free slots per replica and so must talk to each pod on its own channel.
+"""
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
 from dataclasses import dataclass
 
 import grpc
@@ -18,6 +26,8 @@ _STUBS = {
     "echomimic": echomimic_pb2_grpc.EchoMimicServiceStub,
     "latentsync": latentsync_pb2_grpc.LatentSyncServiceStub,
 }
+
+log = logging.getLogger(__name__)
 
 _OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -52,23 +62,50 @@ class Replica:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def resolve(target: str) -> list[str]:
+    """`dns:///name:port` → one `ip:port` per address; anything else stays as it is."""
+    if not target.startswith("dns:///"):
+        return [target]
+    host, _, port = target[len("dns:///"):].rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return []
+    addresses = sorted({info[4][0] for info in infos})
+    return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+
+
 class Clients:
-    """Every stub the gateway uses, built once at start."""
+    """Every stub the gateway uses; model-service replicas are re-resolved by `refresh()`."""
 
     def __init__(self, media_target: str, replicas: dict[str, list[str]]):
         self._channels: list[grpc.Channel] = []
-        self.media = media_pb2_grpc.MediaServiceStub(self._channel(media_target))
-        self.media_health = health_pb2_grpc.HealthStub(self._channel(media_target))
-        self.replicas: dict[str, list[Replica]] = {}
-        for kind, targets in replicas.items():
-            self.replicas[kind] = []
-            for target in targets:
-                channel = self._channel(target)
-                self.replicas[kind].append(Replica(
-                    kind=kind, target=target, channel=channel, model=_STUBS[kind](channel),
-                    worker=worker_pb2_grpc.WorkerServiceStub(channel),
-                    health=health_pb2_grpc.HealthStub(channel),
-                ))
+        # Media calls are stateless: one channel balanced over every media pod.
+        media_channel = self._channel(media_target, balanced=True)
+        self.media = media_pb2_grpc.MediaServiceStub(media_channel)
+        self.media_health = health_pb2_grpc.HealthStub(media_channel)
+        self._configured = replicas
+        self._lock = threading.Lock()
+        self.replicas: dict[str, list[Replica]] = {kind: [] for kind in replicas}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-resolve DNS targets; keep channels of replicas that are still there, close the others."""
+        for kind, targets in self._configured.items():
+            wanted = [addr for target in targets for addr in resolve(target)]
+            with self._lock:
+                current = {r.target: r for r in self.replicas[kind]}
+                fresh = [current.get(addr) or self._replica(kind, addr) for addr in wanted]
+                gone = [r for t, r in current.items() if t not in wanted]
+                self.replicas[kind] = fresh
+            for replica in gone:
+                log.info("%s replica %s is gone", kind, replica.target)
+                replica.channel.close()
+
+    def _replica(self, kind: str, target: str) -> Replica:
+        channel = self._channel(target)
+        return Replica(kind=kind, target=target, channel=channel, model=_STUBS[kind](channel),
+                       worker=worker_pb2_grpc.WorkerServiceStub(channel), health=health_pb2_grpc.HealthStub(channel))
 
     def media_serving(self, timeout: float = 2.0) -> bool:
         try:
@@ -77,8 +114,9 @@ class Clients:
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
-    def _channel(self, target: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(target, options=_OPTIONS)
+    def _channel(self, target: str, balanced: bool = False) -> grpc.Channel:
+        options = _OPTIONS + ([("grpc.lb_policy_name", "round_robin")] if balanced else [])
+        channel = grpc.insecure_channel(target, options=options)
         self._channels.append(channel)
         return channel
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from libs.tasks import LeaseLost, TaskNotFound, TaskRecord, TaskStatus, TaskStore
 from services.gateway.clients import Clients, Replica
+from services.gateway.metrics import TASK_SECONDS, TASKS_FINISHED
 from services.gateway.pipeline import MODEL_KIND, HandedBack, Pipeline, Retryable, Run, TaskFailed
 from services.gateway.settings import GatewaySettings
 
@@ -51,6 +52,7 @@ class Held:
     """A task this gateway has claimed, with its running units."""
 
     record: TaskRecord
+    claimed_at: float = field(default_factory=time.monotonic)
     runs: dict[int | None, Run] = field(default_factory=dict)
     left: set[int] = field(default_factory=set)  # segments not finished yet
     failed: bool = False
@@ -210,6 +212,7 @@ class Dispatcher:
 
     def _scan_loop(self) -> None:
         while not self._stopping.wait(self.settings.scan_interval_seconds):
+            self.clients.refresh()
             self._recover()
 
     def _release(self, task_id: str, message: str) -> None:
@@ -338,12 +341,20 @@ class Dispatcher:
                 if outcome != "retry" and not held.runs and (held.failed or run.segment is None or finished_all):
                     self.held.pop(task_id, None)
                 self._cond.notify_all()
+        if outcome == "done" and run.segment is None:
+            self._count(held, TaskStatus.COMPLETED, "ok")
         if finished_all and run.segment is not None:
             self._finish_segments(held, run)
+
+    def _count(self, held: Held, status: TaskStatus, reason: str) -> None:
+        TASKS_FINISHED.labels(held.record.kind, status.value, reason).inc()
+        if status == TaskStatus.COMPLETED:
+            TASK_SECONDS.labels(held.record.kind).observe(time.monotonic() - held.claimed_at)
 
     def _finish_segments(self, held: Held, run: Run) -> None:
         try:
             self.pipeline.finish_segments(run)
+            self._count(held, TaskStatus.COMPLETED, "ok")
         except TaskFailed as exc:
             self._fail(held, TaskStatus.FAILED, str(exc), exc.code)
         except Exception as exc:  # noqa: BLE001 - joining failed: the segments stay downloadable
@@ -352,6 +363,7 @@ class Dispatcher:
 
     def _fail(self, held: Held, status: TaskStatus, message: str, code: str) -> None:
         with self._cond:
+            already = held.failed
             held.failed = True
             others = [r for r in held.runs.values()]
             for queue in self.queues.values():
@@ -359,6 +371,8 @@ class Dispatcher:
                     queue.remove(item)
         for other in others:
             other.cancel()
+        if not already:
+            self._count(held, status, code)
 
         def mutate(rec):
             if rec.finished:
