@@ -104,7 +104,10 @@ def serve_until_signal(handle: GrpcServer, grace: float, on_stop: Callable[[], N
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    stop.wait()
+    # A signal delivered to one of gRPC's threads only flags the main thread; Python runs the
+    # handler when the main thread next executes bytecode, so never block here indefinitely.
+    while not stop.wait(0.5):
+        pass
     if on_stop is not None:
         on_stop()
     handle.stop(grace)

@@ -1,0 +1,1 @@
+"""The media service: fetch remote inputs, probe, normalise audio, mux and join clips."""
