@@ -1,0 +1,70 @@
+"""Shared inputs for the quality tests: espeak speech with its phone alignment, the portrait."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from libs.speech import Speech, synthesize, to_arpabet
+
+VOICE = "en-us"
+
+
+def to_16k(speech: Speech) -> np.ndarray:
+    """float32 16 kHz samples of espeak's 22050 Hz int16 output."""
+    assert speech.sample_rate == 22050
+    return (resample_poly(speech.samples.astype(np.float32), 320, 441) / 32768.0).astype(np.float32)
+
+
+def build_speech(parts: list, voice: str = VOICE) -> Speech:
+    """Concatenate sentences (str) and pauses (float seconds) into one Speech, alignment shifted."""
+    rate = None
+    chunks, phonemes, t = [], [], 0.0
+    for part in parts:
+        if isinstance(part, str):
+            s = synthesize(part, voice=voice)
+            rate = s.sample_rate
+            chunks.append(s.samples)
+            phonemes += [(a + t, b + t, p) for a, b, p in s.phonemes]
+            t += len(s.samples) / s.sample_rate
+        else:
+            rate = rate or 22050
+            n = int(round(part * rate))
+            chunks.append(np.zeros(n, np.int16))
+            t += n / rate
+    return Speech(np.concatenate(chunks), rate or 22050, phonemes)
+
+
+# espeak marks a voiceless stop at its release; its closure is the silence just before.
+STOP_CLOSURE_S = 0.07
+
+
+def frame_labels(speech: Speech, fps: float, n_frames: int) -> np.ndarray:
+    """ARPAbet label per video frame (at the frame's centre time), None in pauses.
+
+    Phonemes with no ARPAbet name (other languages) are labelled "?".
+
+    P frames are those of the lip closure: the STOP_CLOSURE_S before espeak's P event
+    up to 10 ms after it; the rest of espeak's P span (burst, aspiration) is "P_REL".
+    """
+    centres = (np.arange(n_frames) + 0.5) / fps
+    labels = np.full(n_frames, None, dtype=object)
+    for a, b, sym in speech.phonemes:
+        sel = (centres >= a) & (centres < b) & (labels == None)  # noqa: E711 (element-wise)
+        labels[sel] = to_arpabet(sym) or "?"
+    for a, b, sym in speech.phonemes:
+        if to_arpabet(sym) == "P":
+            labels[(centres >= a + 0.01) & (centres < b) & (labels == "P")] = "P_REL"
+            labels[(centres >= a - STOP_CLOSURE_S) & (centres < a + 0.01)] = "P"
+    return labels
+
+
+@pytest.fixture(scope="session")
+def portrait_path(tmp_path_factory):
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("portrait") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path

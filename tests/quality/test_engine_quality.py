@@ -1,0 +1,194 @@
+"""Acceptance criteria of the talkface engine, judged on its output file by the analysis pass.
+
+Speech comes from espeak-ng, whose phoneme events are the known alignment; the portrait
+is scikit-image's astronaut. Every number is measured by libs.talkface.analysis on the
+decoded MP4 (FaceMesh on each frame), never read from the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+
+from libs.speech import Speech, write_wav
+from libs.talkface import analysis, api, audio
+from libs.talkface.engine import Engine
+from libs.talkface.face import FaceAnalyzer
+
+from .conftest import build_speech, frame_labels
+
+FPS = 25
+# Ordinary sentences with a pause: what lip-sync is judged on.
+LIPSYNC_PARTS = [
+    0.3, "Hello, and welcome to the show. Today we talk about the weather.",
+    0.8, "It is going to rain later this afternoon, so take an umbrella with you.", 0.3,
+]
+# Sentences rich in closures (M/B/P), rounded (OW/UW/W) and open or spread vowels.
+ARTICULATION_PARTS = [
+    0.3, "Bob made a pop map. You go, we woo.",
+    0.8, "See the eel. My mom bought a blue balloon for the baby by the pool.", 0.3,
+]
+CLOSED, OPEN, ROUNDED, SPREAD = ["M", "B", "P"], ["AA", "AE"], ["OW", "UW", "W"], ["IY", "EH", "AE"]
+
+
+@dataclass
+class Render:
+    speech: Speech
+    result: api.RenderResult
+    video: analysis.VideoAnalysis
+    loudness: np.ndarray  # of the input audio, per output frame
+    labels: np.ndarray  # espeak phone per output frame
+    reference: np.ndarray  # the portrait as the output frames frame it
+    rest: analysis.FaceMeasure  # the portrait's own mouth at rest
+    reference_landmarks: np.ndarray
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine()
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return FaceAnalyzer()
+
+
+@pytest.fixture(scope="module")
+def render(engine, analyzer, portrait_path, tmp_path_factory):
+    """render(name, parts, keep_frames=False, **job) -> Render, made once per name."""
+    done: dict[str, Render] = {}
+
+    def make(name, parts, keep_frames=False, **job) -> Render:
+        if name in done:
+            return done[name]
+        tmp = tmp_path_factory.mktemp(name)
+        speech = build_speech(parts)
+        wav = tmp / "speech.wav"
+        write_wav(speech, wav)
+        out = tmp / "out.mp4"
+        result = engine.generate(api.PortraitJob(
+            image_path=str(portrait_path), audio_path=str(wav), out_path=str(out), fps=FPS,
+            min_resolution=512, **job))
+        video = analysis.analyze_video(out, analyzer, keep_frames=keep_frames)
+        assert video.n_frames == result.frames
+        assert video.face_found.all(), "the analysis lost the face on some frames"
+        x0, y0, x1, y1 = result.extra["crop_box"]
+        portrait = cv2.cvtColor(cv2.imread(str(portrait_path)), cv2.COLOR_BGR2RGB)
+        reference = cv2.resize(portrait[y0:y1, x0:x1], (result.width, result.height),
+                               interpolation=cv2.INTER_AREA)
+        ref_pts = analyzer.landmarks(reference)
+        done[name] = Render(
+            speech=speech, result=result, video=video,
+            loudness=analysis.audio_loudness(wav, video.fps, video.n_frames),
+            labels=frame_labels(speech, video.fps, video.n_frames),
+            reference=reference, rest=analysis.measure_face(ref_pts), reference_landmarks=ref_pts,
+        )
+        return done[name]
+
+    return make
+
+
+def _loudness_only(samples, fps, n_frames):
+    """A puppet: the mouth opens with loudness and does nothing else."""
+    energy = audio.loudness_envelope(samples, fps, n_frames)
+    zeros = np.zeros(n_frames, np.float32)
+    return api.MouthTrack(open=energy, width=zeros, press=zeros.copy(), energy=energy, fps=fps)
+
+
+@pytest.fixture(scope="module")
+def lipsync(render):
+    return render("lipsync", LIPSYNC_PARTS, keep_frames=True)
+
+
+@pytest.fixture(scope="module")
+def articulation(render):
+    return render("articulation", ARTICULATION_PARTS)
+
+
+@pytest.fixture(scope="module")
+def puppet(render):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(audio, "mouth_track", _loudness_only)
+        return render("puppet", ARTICULATION_PARTS)
+
+
+def articulation_scores(r: Render) -> tuple[float, float]:
+    """(opening above rest on M/B/P over that on AA/AE, relative width drop of rounded vs spread)."""
+    op, w, lab = r.video.opening, r.video.width, r.labels
+    closed = np.nanmean(op[np.isin(lab, CLOSED)]) - r.rest.opening
+    open_ = np.nanmean(op[np.isin(lab, OPEN)]) - r.rest.opening
+    assert open_ > 0.03, f"the mouth hardly opens on AA/AE: {open_:.3f} above rest"
+    narrowing = 1.0 - np.nanmean(w[np.isin(lab, ROUNDED)]) / np.nanmean(w[np.isin(lab, SPREAD)])
+    return closed / open_, narrowing
+
+
+# ----------------------------------------------------------------------------- lip-sync
+
+
+def test_lip_opening_follows_loudness(lipsync):
+    r = lipsync
+    best = analysis.best_lagged_correlation(r.video.opening, r.loudness, max_lag=2)
+    assert best.r >= 0.6, f"lip opening vs loudness: r={best.r:.3f} at lag {best.lag}, need >= 0.6"
+    assert analysis.lip_sync_correlation(r.video.opening, r.loudness) == pytest.approx(best.r)
+
+
+def test_mouth_returns_to_rest_in_a_pause(lipsync):
+    r = lipsync
+    # the 0.8 s pause between the sentences, less 0.15 s at each end for coarticulation
+    first = build_speech(LIPSYNC_PARTS[:2])
+    start, end = first.duration_s + 0.15, first.duration_s + 0.8 - 0.15
+    t = np.arange(r.video.n_frames) / r.video.fps
+    pause = (t >= start) & (t + 1 / r.video.fps <= end)
+    assert pause.sum() >= 10
+    assert r.loudness[pause].max() == 0.0
+    speaking = r.loudness > 0.5
+    span = np.percentile(r.video.opening[speaking], 90) - r.rest.opening
+    off = abs(np.median(r.video.opening[pause]) - r.rest.opening)
+    assert span > 0.03
+    assert off <= 0.25 * span, (
+        f"pause opening {np.median(r.video.opening[pause]):.3f} vs the portrait's rest "
+        f"{r.rest.opening:.3f}: off by {off:.3f}, allowed {0.25 * span:.3f}")
+
+
+# ----------------------------------------------------------------------------- articulation
+
+
+def test_lips_close_on_mbp_and_round_on_ow_uw_w(articulation):
+    ratio, narrowing = articulation_scores(articulation)
+    assert ratio <= 1 / 3, f"opening on M/B/P is {ratio:.2f} of that on AA/AE (above rest), need <= 0.33"
+    assert narrowing >= 0.03, f"mouth on OW/UW/W only {narrowing:.1%} narrower than on IY/EH/AE, need >= 3%"
+
+
+def test_loudness_only_puppet_fails_the_articulation_metric(puppet, articulation):
+    """The metric must tell articulation from a mouth that only opens with loudness."""
+    ratio, narrowing = articulation_scores(puppet)
+    assert ratio > 1 / 3 and narrowing < 0.03, (ratio, narrowing)
+    # and the puppet is no worse at plain lip-sync: what separates them is articulation
+    r_puppet = analysis.lip_sync_correlation(puppet.video.opening, puppet.loudness)
+    assert r_puppet > 0.8
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+def test_identity_outside_mouth_and_eyes(lipsync):
+    r = lipsync
+    scores = np.array([
+        analysis.ssim_outside_regions(r.reference, frame, pts, r.reference_landmarks, whole_frame=True)
+        for frame, pts in zip(r.video.frames, r.video.landmarks)
+    ])
+    assert scores.min() >= 0.9, f"SSIM outside mouth and eyes: min {scores.min():.3f} (frame {scores.argmin()})"
+
+
+def test_identity_of_the_face_itself_without_head_motion(render):
+    """Over the head alone (no background to dilute it), with head motion off so only
+    the face's own changes count."""
+    r = render("still_head", LIPSYNC_PARTS, keep_frames=True, dynamic_scale=0.0)
+    scores = np.array([
+        analysis.ssim_outside_regions(r.reference, frame, pts, r.reference_landmarks)
+        for frame, pts in zip(r.video.frames, r.video.landmarks)
+    ])
+    assert scores.min() >= 0.9, f"head SSIM outside mouth and eyes: min {scores.min():.3f} (frame {scores.argmin()})"
