@@ -229,7 +229,10 @@ VISEMES: dict[str, tuple[float, float, float]] = {
 }
 _SILENCE = {"SIL", "(NULL)", "<s>", "</s>", "<sil>"}
 
-_decoders = threading.local()
+# Idle decoders, reused by whichever thread needs one next: building one costs ~0.15 s and
+# jobs run on fresh threads. A decoder is never used by two threads at once.
+_idle_decoders: list = []
+_idle_lock = threading.Lock()
 
 # Tuned on espeak-ng speech rendered by the engine and measured by analysis.py (see
 # tests/quality): correlation of lip opening with loudness against closures on M/B/P
@@ -246,41 +249,48 @@ MURMUR_OVER_TYPICAL_DB = 3.0  # a murmur stands out this far from the speaker's 
 MURMUR_OTHER = 0.0  # lip closure on a murmur the recogniser heard as n, d, g, ...
 
 
-def _decoder():
-    dec = getattr(_decoders, "decoder", None)
-    if dec is None:
-        from pocketsphinx import Decoder, get_model_path
+def _new_decoder():
+    from pocketsphinx import Decoder, get_model_path
 
-        model = get_model_path()
-        dec = Decoder(
-            hmm=os.path.join(model, "en-us", "en-us"),
-            allphone=os.path.join(model, "en-us", "en-us-phone.lm.bin"),
-            lw=2.0, pip=0.3, beam=1e-20, pbeam=1e-20,
-            # Digital silence (exact zeros, common in synthetic and padded audio) gives
-            # degenerate cepstra; dither keeps the decoder from calling speech silence.
-            dither=True,
-            loglevel="FATAL",
-        )
-        _decoders.decoder = dec
-    return dec
+    model = get_model_path()
+    return Decoder(
+        hmm=os.path.join(model, "en-us", "en-us"),
+        allphone=os.path.join(model, "en-us", "en-us-phone.lm.bin"),
+        lw=2.0, pip=0.3, beam=1e-20, pbeam=1e-20,
+        # PocketSphinx's own dither draws from a generator that carries across utterances,
+        # so the same audio would give different phones; recognise_phones dithers instead.
+        dither=False,
+        loglevel="FATAL",
+    )
 
 
 def recognise_phones(samples: np.ndarray) -> list[tuple[int, int, str]]:
     """English phones in 16 kHz speech as (start, end_exclusive, ARPAbet) on the 10 ms grid.
 
-    Silence and noise segments are returned as "SIL". One decoder per thread:
-    PocketSphinx decoders are not thread-safe but independent decoders are.
+    Silence and noise segments are returned as "SIL". Deterministic: the same samples
+    always give the same phones.
     """
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-    dec = _decoder()
-    dec.start_utt()
-    dec.process_raw(pcm.tobytes(), full_utt=True)
-    dec.end_utt()
-    phones = []
-    for seg in dec.seg():
-        word = seg.word
-        label = "SIL" if word in _SILENCE or word.startswith("+") else word
-        phones.append((int(seg.start_frame), int(seg.end_frame) + 1, label))
+    pcm = np.clip(samples, -1.0, 1.0) * 32767.0
+    # Digital silence (exact zeros, common in synthetic and padded audio) gives degenerate
+    # cepstra and makes the decoder call speech silence; a fixed ±1 LSB dither avoids it.
+    pcm += np.random.default_rng(0).uniform(-1.0, 1.0, pcm.shape)
+    pcm = np.clip(np.round(pcm), -32768, 32767).astype("<i2")
+    with _idle_lock:
+        dec = _idle_decoders.pop() if _idle_decoders else None
+    if dec is None:
+        dec = _new_decoder()
+    try:
+        dec.start_utt()
+        dec.process_raw(pcm.tobytes(), full_utt=True)
+        dec.end_utt()
+        phones = []
+        for seg in dec.seg():
+            word = seg.word
+            label = "SIL" if word in _SILENCE or word.startswith("+") else word
+            phones.append((int(seg.start_frame), int(seg.end_frame) + 1, label))
+    finally:
+        with _idle_lock:
+            _idle_decoders.append(dec)
     return phones
 
 

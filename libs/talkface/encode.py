@@ -1,0 +1,218 @@
+"""Stream video frames to and from files: an H.264 writer and a frame-by-frame reader (PyAV).
+
+The writer takes one RGB frame at a time and encodes it on a background thread behind
+a short queue, so rendering the next frame overlaps encoding this one while memory
+stays bounded whatever the video's length. The reader decodes one frame at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from fractions import Fraction
+from typing import Iterator, Optional, Union
+
+import cv2
+import numpy as np
+
+from .api import BadVideoError
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+def _rate(fps: Union[int, float, Fraction]) -> Fraction:
+    if isinstance(fps, Fraction):
+        return fps
+    return Fraction(fps).limit_denominator(1001)
+
+
+class VideoWriter:
+    """Silent H.264 (yuv420p, libx264) MP4 writer fed one frame at a time.
+
+    Frames are RGB uint8 (H, W, 3) of the size given here, or (H, W) gray for masks.
+    Width and height must be even (4:2:0 chroma). Use as a context manager or call
+    `close()`; `abort()` stops and deletes the partial file.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], width: int, height: int,
+                 fps: Union[int, float, Fraction], *, crf: int = 20, preset: str = "veryfast",
+                 threads: int = 0, queue_size: int = 6, background: bool = True):
+        import av
+
+        if width % 2 or height % 2 or width <= 0 or height <= 0:
+            raise ValueError(f"H.264 4:2:0 needs even, positive sizes, got {width}x{height}")
+        self.path = str(path)
+        self.width, self.height = int(width), int(height)
+        self.frames = 0
+        # faststart: players (and browsers) can start before the whole file has arrived
+        self._container = av.open(self.path, mode="w", options={"movflags": "+faststart"})
+        stream = self._container.add_stream("libx264", rate=_rate(fps))
+        stream.width, stream.height = self.width, self.height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": preset, "crf": str(crf)}
+        if threads:
+            stream.codec_context.thread_count = threads
+        self._stream = stream
+        self._error: Optional[BaseException] = None
+        self._closed = False
+        self._q: Optional[queue.Queue] = None
+        self._thread: Optional[threading.Thread] = None
+        if background:
+            self._q = queue.Queue(maxsize=queue_size)
+            self._thread = threading.Thread(target=self._run, name="talkface-encode", daemon=True)
+            self._thread.start()
+
+    # -- encoding ---------------------------------------------------------------------
+
+    def _yuv(self, frame: np.ndarray) -> np.ndarray:
+        if frame.ndim == 2:
+            # gray (masks): neutral chroma
+            out = np.empty((self.height * 3 // 2, self.width), np.uint8)
+            out[:self.height] = frame
+            out[self.height:] = 128
+            return out
+        return cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)
+
+    def _encode(self, frame: np.ndarray) -> None:
+        import av
+
+        vf = av.VideoFrame.from_ndarray(self._yuv(frame), format="yuv420p")
+        for packet in self._stream.encode(vf):
+            self._container.mux(packet)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _STOP:
+                return
+            if self._error is not None:
+                continue  # drain so the producer never blocks on a dead consumer
+            try:
+                self._encode(item)
+            except BaseException as exc:  # surfaced to the producer on its next call
+                self._error = exc
+
+    def write(self, frame: np.ndarray) -> None:
+        """Queue one frame (the array must not be modified afterwards)."""
+        if self._closed:
+            raise RuntimeError("writer is closed")
+        if self._error is not None:
+            raise self._error
+        if frame.shape[0] != self.height or frame.shape[1] != self.width or frame.dtype != np.uint8:
+            raise ValueError(f"frame {frame.shape} {frame.dtype} does not fit "
+                             f"{self.width}x{self.height} uint8")
+        if self._q is not None:
+            self._q.put(frame)
+        else:
+            self._encode(frame)
+        self.frames += 1
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._q.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file."""
+        if self._closed:
+            return
+        self._join()
+        self._closed = True
+        try:
+            if self._error is None:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+        finally:
+            self._container.close()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop without finishing and remove the partial file."""
+        if not self._closed:
+            self._join()
+            self._closed = True
+            try:
+                self._container.close()
+            except Exception:  # a half-written container may refuse to close cleanly
+                log.debug("closing an aborted writer failed", exc_info=True)
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoReader:
+    """Decode a video's first video stream one RGB frame at a time.
+
+    `fps` (a Fraction), `width`, `height` and `frame_count` (from the container, an
+    estimate; 0 when unknown) are known after opening. Raises BadVideoError when the file
+    cannot be opened or has no video stream; iterating raises it when decoding fails
+    before any frame.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]):
+        import av
+
+        self.path = str(path)
+        name = os.path.basename(self.path)
+        try:
+            container = av.open(self.path, mode="r")
+        except FileNotFoundError as exc:
+            raise BadVideoError(f"video file not found: {name}") from exc
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            raise BadVideoError(f"the video {name} could not be opened: {exc}") from exc
+        try:
+            if not container.streams.video:
+                raise BadVideoError(f"no video stream in {name}")
+            stream = container.streams.video[0]
+            cc = stream.codec_context
+            self.width, self.height = int(cc.width), int(cc.height)
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            self.fps = Fraction(rate) if rate else Fraction(25)
+            if self.fps <= 0 or self.fps > 240:
+                self.fps = Fraction(25)
+            frames = int(stream.frames or 0)
+            if not frames and stream.duration and stream.time_base:
+                frames = int(round(float(stream.duration * stream.time_base) * float(self.fps)))
+            self.frame_count = frames
+        except BadVideoError:
+            container.close()
+            raise
+        container.close()
+        if self.width <= 0 or self.height <= 0:
+            raise BadVideoError(f"the video {name} has no picture size")
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import av
+
+        name = os.path.basename(self.path)
+        n = 0
+        try:
+            with av.open(self.path, mode="r") as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    n += 1
+                    yield frame.to_ndarray(format="rgb24")
+        except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
+            if n == 0:
+                raise BadVideoError(f"the video {name} could not be decoded: {exc}") from exc
+            # a damaged tail: keep what decoded
+            log.warning("decoding %s stopped after %d frames: %s", name, n, exc)
+        if n == 0:
+            raise BadVideoError(f"the video {name} holds no frames")

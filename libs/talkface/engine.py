@@ -1,0 +1,361 @@
+"""The talkface engine: portrait + speech -> talking-head video, and video + new speech -> re-dub.
+
+`Engine` loads the face models once and is then called per job. It reads its inputs
+from local files and writes silent H.264 MP4s; adding the audio, fetching inputs and
+storing results are the media service's business. Errors are the api.py types with
+messages meant for the person who sent the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from . import audio as _audio
+from . import face as F
+from . import motion as M
+from . import render as R
+from .api import (
+    EMOTIONS,
+    ENGINE_NAME,
+    BadImageError,
+    BadVideoError,
+    Cancelled,
+    MouthTrack,
+    NoFaceError,
+    PortraitJob,
+    Progress,
+    ProgressFn,
+    RedubJob,
+    RenderResult,
+    StopFn,
+)
+from .encode import VideoReader, VideoWriter
+from .face import FaceAnalyzer
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+MAX_INPUT_SIDE = 4096  # larger portraits are scaled down first: no output needs more
+PROGRESS_STEPS = 20  # at least one report per 5 % of the frames
+
+
+def load_image(path: str) -> np.ndarray:
+    """Decode an image file to RGB uint8 (EXIF rotation applied); BadImageError if it is not one."""
+    name = os.path.basename(str(path))
+    if not os.path.isfile(path):
+        raise BadImageError(f"the portrait file {name} does not exist")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is not None:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    else:
+        img = _decode_with_av(path)
+    if img is None or img.size == 0 or min(img.shape[:2]) < 16:
+        raise BadImageError("the portrait could not be decoded as an image")
+    h, w = img.shape[:2]
+    if max(h, w) > MAX_INPUT_SIDE:
+        s = MAX_INPUT_SIDE / max(h, w)
+        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img)
+
+
+def _decode_with_av(path: str) -> Optional[np.ndarray]:
+    # formats OpenCV lacks (e.g. some GIF/AVIF builds) may still decode through FFmpeg
+    try:
+        import av
+
+        with av.open(str(path), mode="r") as c:
+            if not c.streams.video:
+                return None
+            for frame in c.decode(video=0):
+                return frame.to_ndarray(format="rgb24")
+    except Exception:  # anything FFmpeg cannot read is simply "not an image"
+        return None
+    return None
+
+
+class _Reporter:
+    """Rate-limited progress reports: every ~5 % of `total`, plus the last one."""
+
+    def __init__(self, fn: Optional[ProgressFn], stage: str, total: int):
+        self.fn, self.stage, self.total = fn, stage, max(1, int(total))
+        self.every = max(1, self.total // PROGRESS_STEPS)
+
+    def __call__(self, done: int, message: str = "") -> None:
+        if self.fn is not None and (done % self.every == 0 or done >= self.total):
+            self.fn(Progress(self.stage, int(done), self.total, message))
+
+
+def _check_stop(should_stop: Optional[StopFn]) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled("the job was cancelled")
+
+
+def _pad_to(samples: np.ndarray, seconds: float) -> np.ndarray:
+    need = int(math.ceil(seconds * SAMPLE_RATE))
+    if need > len(samples):
+        return np.concatenate([samples, np.zeros(need - len(samples), np.float32)])
+    return samples
+
+
+class Engine:
+    """The built-in engine: load once, then call per job. Jobs may run on several threads
+    at once; they share the face models behind a lock."""
+
+    name = ENGINE_NAME
+
+    def __init__(self, models_dir=None, threads: int = 2):
+        self.threads = max(1, int(threads))
+        self.face = FaceAnalyzer(models_dir, threads=self.threads)
+
+    # ------------------------------------------------------------------ portrait
+
+    def prepare_portrait(self, job: PortraitJob) -> tuple:
+        """The output-sized portrait, its 468 landmarks and the crop used (x0, y0, x1, y1)
+        in the original image. Raises BadImageError / NoFaceError."""
+        src = load_image(job.image_path)
+        sh, sw = src.shape[:2]
+        try:
+            pts = self.face.landmarks(src)
+        except NoFaceError:
+            raise NoFaceError("no face found in the portrait") from None
+        if job.crop:
+            aspect = (job.width / job.height) if (job.width and job.height) else 1.0
+            box = R.face_crop_box(pts, sw, sh, float(job.expand_ratio), aspect)
+            cw, ch = box[2] - box[0], box[3] - box[1]
+            if job.width and job.height:
+                ow, oh = R.even(job.width), R.even(job.height)
+            else:
+                ow, oh = R.fit_size(cw, ch, job.width, job.height, job.min_resolution)
+        else:
+            ow, oh = R.fit_size(sw, sh, job.width, job.height, job.min_resolution)
+            box = self._cover_box(pts, sw, sh, ow / oh)
+        x0, y0, x1, y1 = box
+        crop = src[y0:y1, x0:x1]
+        interp = cv2.INTER_AREA if (x1 - x0) > ow else cv2.INTER_CUBIC
+        img = np.ascontiguousarray(cv2.resize(crop, (ow, oh), interpolation=interp))
+        # the landmarks of the original, carried over, seed a tracked (more exact) pass
+        sx, sy = ow / (x1 - x0), oh / (y1 - y0)
+        guess = pts.copy()
+        guess[:, 0] = (pts[:, 0] - x0) * sx
+        guess[:, 1] = (pts[:, 1] - y0) * sy
+        guess[:, 2] = pts[:, 2] * sx
+        try:
+            rest = self.face.landmarks(img, prev=guess)
+        except NoFaceError:
+            raise NoFaceError("the face in the portrait is too small at the requested size") from None
+        return img, rest, box
+
+    @staticmethod
+    def _cover_box(pts: np.ndarray, sw: int, sh: int, aspect: float) -> tuple:
+        """The largest crop of the given aspect (the whole image when it matches), centred
+        on the face as far as the image allows."""
+        if abs(sw / sh - aspect) < 0.01:
+            return 0, 0, sw, sh
+        if sw / sh > aspect:
+            cw, ch = sh * aspect, float(sh)
+        else:
+            cw, ch = float(sw), sw / aspect
+        lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+        cx, cy = (lo + hi) / 2
+        x0 = min(max(0.0, cx - cw / 2), sw - cw)
+        y0 = min(max(0.0, cy - ch / 2), sh - ch)
+        return int(round(x0)), int(round(y0)), int(round(x0 + cw)), int(round(y0 + ch))
+
+    def generate(self, job: PortraitJob, progress: Optional[ProgressFn] = None,
+                 should_stop: Optional[StopFn] = None) -> RenderResult:
+        """Animate `job.image_path` from `job.audio_path`; writes a silent MP4 to `job.out_path`.
+
+        Frames: round(duration * fps), duration = job.duration or the audio's length,
+        at most job.max_frames. Audio shorter than the duration is padded with silence.
+        """
+        if job.emotion not in EMOTIONS:
+            raise ValueError(f"unknown emotion {job.emotion!r}; expected one of {', '.join(EMOTIONS)}")
+        if not job.fps or job.fps <= 0:
+            raise ValueError("fps must be positive")
+        t_start = time.perf_counter()
+        fps = float(job.fps)
+        if progress:
+            progress(Progress("analyse", 0, 2, "reading the portrait and the speech"))
+        img, rest, box = self.prepare_portrait(job)
+        _check_stop(should_stop)
+        if progress:
+            progress(Progress("analyse", 1, 2, "face found; analysing the speech"))
+        samples = _audio.load_audio(job.audio_path)
+        duration = float(job.duration) if job.duration else len(samples) / SAMPLE_RATE
+        n = max(1, int(round(duration * fps)))
+        if job.max_frames:
+            n = max(1, min(n, int(job.max_frames)))
+        samples = _pad_to(samples, n / fps)
+        track = _audio.mouth_track(samples, fps, n)
+        _check_stop(should_stop)
+        if progress:
+            progress(Progress("analyse", 2, 2, "speech analysed"))
+
+        plan = M.plan_motion(rest, track, n, emotion=job.emotion, emo_scale=job.emo_scale,
+                             seed=job.seed, dynamic_scale=job.dynamic_scale)
+        warper = R.Warper(img, rest)
+        face_h = plan.fields.frame.height
+        oh, ow = img.shape[:2]
+        report = _Reporter(progress, "render", n)
+        writer = VideoWriter(job.out_path, ow, oh, job.fps, threads=self.threads)
+        try:
+            for i in range(n):
+                _check_stop(should_stop)
+                pts = warper.clamp(plan.points(i))
+                frame = warper.warp(pts)
+                extra = plan.mouth_open_px(i)
+                if extra > 0:
+                    R.paint_mouth(frame, pts, extra, face_h)
+                elif extra < 0:
+                    R.paint_lip_seam(frame, pts, -extra, face_h)
+                writer.write(frame)
+                report(i + 1)
+            if progress:
+                progress(Progress("encode", 0, 1, "finishing the video file"))
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        if progress:
+            progress(Progress("encode", 1, 1, "done"))
+        elapsed = time.perf_counter() - t_start
+        log.info("generated %d frames %dx%d in %.2fs", n, ow, oh, elapsed)
+        return RenderResult(
+            frames=n, fps=fps, width=ow, height=oh, duration_s=n / fps,
+            extra={"crop_box": list(map(int, box)), "emotion": job.emotion,
+                   "emo_scale": float(job.emo_scale), "seed": int(job.seed),
+                   "render_seconds": round(elapsed, 3)},
+        )
+
+    # ------------------------------------------------------------------ re-dub
+
+    def redub(self, job: RedubJob, progress: Optional[ProgressFn] = None,
+              should_stop: Optional[StopFn] = None) -> RenderResult:
+        """Re-drive the mouth in `job.video_path` from `job.audio_path`.
+
+        The new audio's length sets the output length. When it is longer than the video,
+        the video is looped from its start (the file is re-read, so memory stays flat);
+        when shorter, the video is cut. In every frame the face is tracked, the original
+        mouth is closed by warping its lips together, and the mouth is then opened as the
+        new speech says; silence keeps it closed. Odd picture sizes lose their last
+        row/column (H.264 4:2:0 needs even sizes). Also writes `job.mask_out_path`: white
+        where a frame was changed. Frames with no face found pass through unchanged;
+        NoFaceError when no frame has one.
+        """
+        t_start = time.perf_counter()
+        reader = VideoReader(job.video_path)
+        samples = _audio.load_audio(job.audio_path)
+        fps = float(reader.fps)
+        n = max(1, int(round(len(samples) / SAMPLE_RATE * fps)))
+        if progress:
+            progress(Progress("analyse", 0, 1, "analysing the new speech"))
+        track = _audio.mouth_track(samples, fps, n)
+        _check_stop(should_stop)
+        if progress:
+            progress(Progress("analyse", 1, 1, "speech analysed"))
+        ow, oh = reader.width - reader.width % 2, reader.height - reader.height % 2
+        if ow < 2 or oh < 2:
+            raise BadVideoError("the video picture is too small")
+        report = _Reporter(progress, "render", n)
+        writer = VideoWriter(job.out_path, ow, oh, reader.fps, threads=self.threads)
+        mask_writer = VideoWriter(job.mask_out_path, ow, oh, reader.fps, threads=1, crf=28)
+        dub = _Redubber(self.face, track, seed=job.seed)
+        loops = 0
+        try:
+            frames = iter(reader)
+            for i in range(n):
+                _check_stop(should_stop)
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    loops += 1
+                    frames = iter(reader)
+                    frame = next(frames)
+                frame = np.ascontiguousarray(frame[:oh, :ow])
+                out, mask = dub.frame(i, frame)
+                writer.write(out)
+                mask_writer.write(mask)
+                report(i + 1)
+            if dub.faceless == n:
+                raise NoFaceError("no face found in the video")
+            if progress:
+                progress(Progress("encode", 0, 1, "finishing the video files"))
+            writer.close()
+            mask_writer.close()
+        except BaseException:
+            writer.abort()
+            mask_writer.abort()
+            raise
+        if progress:
+            progress(Progress("encode", 1, 1, "done"))
+        elapsed = time.perf_counter() - t_start
+        log.info("re-dubbed %d frames %dx%d in %.2fs (%d without a face)", n, ow, oh, elapsed,
+                 dub.faceless)
+        return RenderResult(
+            frames=n, fps=fps, width=ow, height=oh, duration_s=n / fps,
+            extra={"source_frames": reader.frame_count, "loops": loops,
+                   "frames_without_face": dub.faceless, "render_seconds": round(elapsed, 3)},
+        )
+
+
+class _Redubber:
+    """Per-frame work of a re-dub: track, close the old mouth, open the new one."""
+
+    def __init__(self, face: FaceAnalyzer, track: MouthTrack, seed: int = 0):
+        self.face = face
+        self.prev: Optional[np.ndarray] = None
+        self.faceless = 0
+        n = len(np.asarray(track.open))
+        press = np.clip(np.asarray(track.press, np.float32), 0, 1)
+        self.open = np.clip(np.asarray(track.open, np.float32), 0, 1) * (1 - press)
+        self.width = np.clip(np.asarray(track.width, np.float32), -1, 1)
+        self.press = press
+        self.n = n
+
+    def frame(self, i: int, rgb: np.ndarray) -> tuple:
+        h, w = rgb.shape[:2]
+        try:
+            pts = self.face.landmarks(rgb, prev=self.prev)
+        except NoFaceError:
+            self.prev = None
+            self.faceless += 1
+            return rgb, np.zeros((h, w), np.uint8)
+        self.prev = pts
+        pts = M.lip_edges_inwards(pts, M.FaceFrame.from_landmarks(pts))
+        fields = M.ActionFields(pts, only=("jaw", "spread", "round"))
+        closed, _ = M.close_mouth(pts, fields)
+        press = M.ActionFields(closed, only=("press",)).fields["press"]
+        k = min(i, self.n - 1)
+        f = fields.fields
+        dest = (closed + self.open[k] * f["jaw"] + max(self.width[k], 0.0) * f["spread"]
+                + max(-self.width[k], 0.0) * f["round"] + self.press[k] * press)
+        warper = R.Warper(rgb, pts, vertices=_lower_face(fields), ring_scale=0.3)
+        dest = warper.clamp(dest)
+        out, moved = warper.warp_with_mask(dest)
+        fr = fields.frame
+        extra = M.inner_gap(dest, fr) - M.inner_gap(pts, fr)
+        if extra > 0:
+            R.paint_mouth(out, dest, extra, fr.height)
+        elif extra < 0:
+            R.paint_lip_seam(out, dest, -extra, fr.height)
+        mask = np.zeros((h, w), np.uint8)
+        x0, y0, x1, y1 = warper.roi
+        mask[y0:y1, x0:x1] = moved
+        if extra > 0:
+            cv2.fillPoly(mask, [np.round(dest[list(F.LIPS_INNER), :2]).astype(np.int32)], 255)
+        mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+        return out, mask
+
+
+def _lower_face(fields: M.ActionFields) -> np.ndarray:
+    """Mesh points from just under the eyes down: all that a re-dub moves, and a margin."""
+    v = fields.f[:, 1]
+    top = float(fields.f[F.NOSE_TIP, 1]) - 0.06
+    return np.nonzero(v >= top)[0].astype(np.int32)

@@ -1,0 +1,26 @@
+"""The model fetcher and locator."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+
+from libs.talkface import models
+from scripts import fetch_models
+
+
+def test_present_models_are_checked_not_refetched(models_path):
+    t0 = time.perf_counter()
+    paths = fetch_models.fetch(models_path)
+    assert time.perf_counter() - t0 < 2.0  # no download: the hashes matched
+    for p in paths:
+        member = next(m for m in fetch_models.MODELS if m.endswith(p.name))
+        assert hashlib.sha256(p.read_bytes()).hexdigest() == fetch_models.MODELS[member]
+
+
+def test_missing_models_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.ENV_VAR, str(tmp_path))
+    with pytest.raises(models.ModelsMissingError, match="python -m scripts.fetch_models"):
+        models.models_dir()
