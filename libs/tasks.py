@@ -136,6 +136,12 @@ class TaskRecord(BaseModel):
     idempotency_key: str | None = None
     result: dict[str, Any] = Field(default_factory=dict)  # what the engine reported: frames, size, ...
     started_at: datetime | None = None  # when work on it first began
+    # The API key that created the task (its id, never the key itself); None when made without one.
+    key_id: str | None = None
+    # talkserve's own API: where the final state is POSTed (delivery state: tasks/<id>/webhook.json).
+    webhook_url: str | None = None
+    # The running step as the model service reports it: stage, done, total, eta_seconds.
+    progress_detail: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("created_at", "updated_at", "lease_until", "started_at")
     @classmethod
@@ -204,6 +210,9 @@ def _metadata(record: TaskRecord) -> dict[str, str]:
         "lease-until": _iso(record.lease_until),
         "kind": record.kind,
         "revision": str(record.revision),
+        # Never change after creation: listing a key's jobs needs only a HEAD per task.
+        "key-id": record.key_id or "",
+        "created-at": _iso(record.created_at),
     }
 
 

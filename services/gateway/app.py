@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pathlib
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from libs.store.client import ObjectStore
 from libs.store.settings import StoreSettings
 from libs.tasks import TaskStore
+from services.gateway.auth import ApiKeyMiddleware, ApiKeys
 from services.gateway.clients import Clients
 from services.gateway.context import Gateway
 from services.gateway.dispatcher import Dispatcher
@@ -17,7 +21,8 @@ from services.gateway.errors import install_handlers
 from services.gateway.pipeline import Pipeline
 from services.gateway.retention import RetentionSweeper
 from services.gateway.metrics import registry_for
-from services.gateway.routers import dicetalk, echomimic, jobs, latentsync, ops, tasks
+from services.gateway import echofu_jobs  # noqa: F401 - registers the EchOfU task kinds and the voice stub
+from services.gateway.routers import dicetalk, echofu, echomimic, jobs, latentsync, ops, tasks
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -27,7 +32,13 @@ DESCRIPTION = """talkserve turns a portrait (or a video) and speech into a talki
 Every endpoint of the DICE-Talk, EchoMimic and LatentSync API documents answers here at its
 documented path. Results are made by talkserve's built-in engine unless a response names
 another engine.
+
+New clients use talkserve's own API under `/v1` (the **Jobs** section): one way to create
+jobs of every kind from files or URLs, live progress as Server-Sent Events, presigned result
+links, signed webhooks and API keys. The web page at `/` is built on it.
 """
+
+STATIC = pathlib.Path(__file__).resolve().parent / "static"
 
 
 def build_gateway(settings: GatewaySettings, store_settings: StoreSettings | None = None) -> Gateway:
@@ -39,6 +50,7 @@ def build_gateway(settings: GatewaySettings, store_settings: StoreSettings | Non
         "dicetalk": settings.dicetalk_targets,
         "echomimic": settings.echomimic_targets,
         "latentsync": settings.latentsync_targets,
+        "voice": settings.voice_targets,
     })
     pipeline = Pipeline(settings, clients, tasks, store)
     return Gateway(settings, store, tasks, clients, Dispatcher(settings, clients, tasks, pipeline))
@@ -53,6 +65,7 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
         gw = build_gateway(settings, store_settings)
         app.state.gateway = gw
         app.state.metrics = registry_for(gw.dispatcher)
+        native = jobs.start(app, gw)  # before dispatching: its webhooks hook into the dispatcher
         gw.dispatcher.start()
         sweeper = RetentionSweeper(gw.tasks, gw.store, settings)
         sweeper.start()
@@ -62,10 +75,14 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
         finally:
             sweeper.stop()
             gw.dispatcher.stop(settings.shutdown_grace_seconds)
+            native.close()
             gw.clients.close()
 
     app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan)
     install_handlers(app)
-    for module in (dicetalk, echomimic, latentsync, tasks, jobs, ops):
+    app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(settings))
+    app.mount("/ui", StaticFiles(directory=STATIC), name="ui")
+    app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
+    for module in (dicetalk, echomimic, latentsync, tasks, jobs, ops, echofu):
         app.include_router(module.router)
     return app

@@ -72,6 +72,9 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Called with a task id whenever a unit of it ended here; the hook reads the record to see
+        # whether the task is final (webhooks). Hooks must return at once.
+        self.finish_hooks: list = []
 
     # -- queue ---------------------------------------------------------------------------------
 
@@ -90,7 +93,9 @@ class Dispatcher:
                 if seg not in queued and seg not in running:
                     self._insert(queue, Item(created, record.id, -1 if seg is None else seg))
             self._cond.notify_all()
-            return self._waiting_ids(kind).index(record.id)
+            # A dispatcher thread may claim the task between the insert and here.
+            waiting = self._waiting_ids(kind)
+            return waiting.index(record.id) if record.id in waiting else 0
 
     @staticmethod
     def _insert(queue: collections.deque, item: Item) -> None:
@@ -212,8 +217,11 @@ class Dispatcher:
 
     def _scan_loop(self) -> None:
         while not self._stopping.wait(self.settings.scan_interval_seconds):
-            self.clients.refresh()
-            self._recover()
+            try:
+                self.clients.refresh()
+                self._recover()
+            except Exception:  # noqa: BLE001 - one bad scan must not end scanning
+                log.warning("store scan failed; retrying", exc_info=True)
 
     def _release(self, task_id: str, message: str) -> None:
         """Give a claimed task back: PENDING, no owner, so any gateway takes it at once."""
@@ -345,6 +353,14 @@ class Dispatcher:
             self._count(held, TaskStatus.COMPLETED, "ok")
         if finished_all and run.segment is not None:
             self._finish_segments(held, run)
+        self._ended(task_id)
+
+    def _ended(self, task_id: str) -> None:
+        for hook in self.finish_hooks:
+            try:
+                hook(task_id)
+            except Exception:  # noqa: BLE001 - a hook must never stop dispatching
+                log.warning("finish hook failed for %s", task_id, exc_info=True)
 
     def _count(self, held: Held, status: TaskStatus, reason: str) -> None:
         TASKS_FINISHED.labels(held.record.kind, status.value, reason).inc()

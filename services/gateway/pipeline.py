@@ -54,6 +54,13 @@ def register_kind(kind: str, model_kind: str, runner: Callable[["Pipeline", "Run
     RUNNERS[kind] = runner
 
 
+def progress_detail(p: common_pb2.Progress) -> dict:
+    """A progress event as the native API shows it: stage, frame i of N, seconds left."""
+    stage = common_pb2.JobStage.Name(p.stage).removeprefix("JOB_STAGE_").lower()
+    return {"stage": stage, "done": p.done, "total": p.total,
+            "eta_seconds": round(p.eta_seconds, 1) if p.eta_seconds >= 0 else None}
+
+
 class TaskFailed(Exception):
     """The task cannot succeed; `code` and the message go into the record."""
 
@@ -108,11 +115,14 @@ class Pipeline:
         self.tasks = tasks
         self.store = store
         self._segment_progress: dict[str, dict[int, float]] = {}
+        # The model service's last progress event per task, written by the next set() of its report.
+        self._details: dict[str, dict] = {}
 
     # -- steps ---------------------------------------------------------------------------------
 
     def set(self, task_id: str, progress: float | None = None, message: str | None = None, **fields) -> TaskRecord:
         """Update a running task; a task that already ended (cancelled, say) is left alone."""
+        detail = self._details.pop(task_id, None) if message is not None else None
 
         def mutate(rec: TaskRecord) -> bool | None:
             if rec.finished:
@@ -121,6 +131,8 @@ class Pipeline:
                 rec.progress = max(rec.progress, min(progress, 1.0))
             if message is not None:
                 rec.message = message
+                # A step without a detail of its own (muxing, say) must not show the render's frames.
+                rec.progress_detail = detail or {}
             for name, value in fields.items():
                 setattr(rec, name, value)
             if rec.status == TaskStatus.PROCESSING and rec.started_at is None:
@@ -165,6 +177,7 @@ class Pipeline:
                 if now - last_write >= self.settings.progress_interval_seconds:
                     last_write = now
                     p = event.progress
+                    self._details[run.record.id] = progress_detail(p)
                     report(lo + (hi - lo) * p.fraction, p.message or "Generating video...")
         except grpc.RpcError as err:
             run.check()

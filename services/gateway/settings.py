@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MB = 1024 * 1024
 
@@ -24,11 +26,13 @@ class GatewaySettings(BaseSettings):
     dicetalk_targets: list[str] = ["127.0.0.1:50061"]
     echomimic_targets: list[str] = ["127.0.0.1:50062"]
     latentsync_targets: list[str] = ["127.0.0.1:50063"]
+    voice_targets: list[str] = ["127.0.0.1:50064"]
     # Checkpoint names LatentSync clients may ask for; must match the latentsync replicas' list.
     latentsync_checkpoints: list[str] = ["checkpoints/unet.ckpt"]
 
     image_max_bytes: int = 10 * MB
     audio_max_bytes: int = 50 * MB
+    video_max_bytes: int = 500 * MB  # uploads to the native API's redub jobs
     max_queue: int = Field(100, description="waiting tasks per model kind before new ones are refused")
     max_attempts: int = Field(3, description="runs of a task before it fails for good")
     lease_seconds: float = 30.0
@@ -39,3 +43,45 @@ class GatewaySettings(BaseSettings):
     retention_hours: float = 24.0
     rpc_timeout_seconds: float = 3600.0
     version: str = "1.0.0"
+
+    # EchOfU: the chat's OpenAI-compatible endpoint (POST <base_url>/chat/completions) and limits.
+    llm_base_url: str = Field("", description="e.g. https://api.openai.com/v1; empty: /chat_system answers 503")
+    llm_api_key: SecretStr = SecretStr("")
+    llm_model: str = ""
+    llm_system_prompt: str = "You are a friendly assistant in a video chat. Answer in one or two short sentences."
+    llm_timeout_seconds: float = 60.0
+    echofu_video_max_bytes: int = 200 * MB
+    echofu_wait_seconds: float = Field(1800.0, description="how long blocking EchOfU endpoints wait for their task")
+
+    # -- talkserve's own API (/v1), its keys, webhooks and result links --------------------------
+    require_api_keys: bool = Field(False, description="refuse requests without a valid API key (on in prod)")
+    # Keys as a JSON list, or a JSON object key -> name, or comma-separated; an entry
+    # "sha256:<hex>" is the SHA-256 of a key, so the key itself need not be deployed.
+    api_keys: Annotated[list[str] | dict[str, str], NoDecode] = []
+    rate_limit_per_minute: float = Field(600.0, description="requests per API key and minute; 0: no limit")
+    rate_limit_burst: int = Field(100, description="requests a key may make at once before the rate applies")
+    create_rate_limit_per_minute: float = Field(60.0, description="jobs created per API key and minute; 0: no limit")
+    create_rate_limit_burst: int = 10
+    result_link_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600, description="lifetime of presigned result links")
+    # host:port (or URL) clients reach the store at, when it differs from the gateway's own endpoint.
+    public_store_endpoint: str | None = None
+    events_poll_seconds: float = Field(0.25, description="how often a live event stream looks for changes")
+    # Signs webhooks ("whsec_<base64>"); unset: one is made and kept in the store, shared by all gateways.
+    webhook_secret: SecretStr | None = None
+    # Networks webhooks may be sent to although they are not public (tests, private deployments).
+    webhook_allow_networks: Annotated[list[str], NoDecode] = []
+    webhook_max_attempts: int = Field(8, ge=1, le=30)
+    webhook_backoff_seconds: float = Field(2.0, description="wait before the first retry; doubles each time")
+    webhook_backoff_max_seconds: float = 600.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_workers: int = 4
+
+    @field_validator("api_keys", "webhook_allow_networks", mode="before")
+    @classmethod
+    def _json_or_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith(("[", "{")):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value

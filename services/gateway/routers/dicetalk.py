@@ -15,7 +15,7 @@ from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import dicetalk_error
-from services.gateway import idempotency
+from services.gateway import auth, idempotency
 from services.gateway.cache import result_cache_key, serve_from_cache
 from services.gateway.intake import IntakeError, accept_upload
 from services.gateway.responses import stream_result
@@ -102,7 +102,7 @@ def _load(gw, task_id: str) -> TaskRecord:
         record, _ = gw.tasks.get(task_id)
     except TaskNotFound:
         raise dicetalk_error(404, "Task not found")
-    if record.api != "dicetalk":
+    if record.api != "dicetalk" or not auth.visible(record):
         raise dicetalk_error(404, "Task not found")
     return record
 
@@ -132,10 +132,11 @@ async def start(request: Request, gw: GatewayDep) -> StartResponse:
         cached = await run_in_threadpool(serve_from_cache, gw, cache_key, task_id, "dicetalk", values,
                                          accepted.inputs)
         if cached is not None:
+            await run_in_threadpool(auth.stamp_owner, gw.tasks, task_id)
             return {"task_id": task_id, "status": "COMPLETED", "message": cached.message}
         record = TaskRecord(id=task_id, kind="dicetalk", api="dicetalk", status=TaskStatus.PENDING,
                             message="Task created successfully", params=values | {"cache_key": cache_key},
-                            inputs=accepted.inputs)
+                            inputs=accepted.inputs, key_id=auth.current_key_id())
         await run_in_threadpool(gw.tasks.create, record)
         try:
             gw.dispatcher.submit(record)
@@ -148,7 +149,7 @@ async def start(request: Request, gw: GatewayDep) -> StartResponse:
         await run_in_threadpool(gw.store.delete_prefix, f"tasks/{task_id}/")
 
     return StartResponse(**await idempotency.once(
-        request, gw, "dicetalk", cache_key, task_id, create,
+        request, gw, auth.scoped("dicetalk"), cache_key, task_id, create,
         lambda status, message, headers=None: dicetalk_error(status, message, headers=headers), discard))
 
 
@@ -167,7 +168,7 @@ def status(task_id: str, gw: GatewayDep) -> StatusResponse:
     )
 
 
-@router.get("/api/v1/synthesis/{task_id}/download", response_class=None,
+@router.get("/api/v1/synthesis/{task_id}/download",
             responses={200: {"content": {"video/mp4": {}}, "description": "the MP4 video"}})
 def download(task_id: str, gw: GatewayDep):
     """Download the finished MP4."""

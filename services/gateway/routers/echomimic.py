@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
-from services.gateway import idempotency
+from services.gateway import auth, idempotency
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
@@ -93,7 +93,8 @@ async def _create(request: Request, gw, kind: str, audio_field: str, model: type
 
     async def create() -> dict:
         record = TaskRecord(id=accepted.task_id, kind=kind, api="echomimic", status=TaskStatus.PENDING,
-                            message="Task created", params=params, inputs=accepted.inputs)
+                            message="Task created", params=params, inputs=accepted.inputs,
+                            key_id=auth.current_key_id())
         await run_in_threadpool(gw.tasks.create, record)
         try:
             gw.dispatcher.submit(record)
@@ -107,7 +108,7 @@ async def _create(request: Request, gw, kind: str, audio_field: str, model: type
 
     digest = idempotency.body_hash(kind, params, accepted.sha256)
     return CreateResponse(**await idempotency.once(
-        request, gw, "echomimic", digest, accepted.task_id, create,
+        request, gw, auth.scoped("echomimic"), digest, accepted.task_id, create,
         lambda status, message, headers=None: fastapi_error(status, message, headers=headers), discard))
 
 
@@ -150,7 +151,7 @@ def _completed_output(gw, task_id: str, output: str, kinds: tuple[str, ...]) -> 
         rec, _ = gw.tasks.get(task_id)
     except TaskNotFound:
         raise fastapi_error(404, "Task not found")
-    if rec.api != "echomimic" or rec.kind not in kinds:
+    if rec.api != "echomimic" or rec.kind not in kinds or not auth.visible(rec):
         raise fastapi_error(404, "Task not found")
     if output in rec.outputs:
         return rec.outputs[output]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
-from services.gateway import idempotency
+from services.gateway import auth, idempotency
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
@@ -85,7 +85,7 @@ async def sync(body: SyncRequest, request: Request, gw: GatewayDep) -> SyncRespo
         if params["seed"] is None:
             params["seed"] = secrets.randbelow(2**31)
         record = TaskRecord(id=task_id, kind="latentsync", api="latentsync", status=TaskStatus.PENDING,
-                            message="Task queued", params=params)
+                            message="Task queued", params=params, key_id=auth.current_key_id())
         await run_in_threadpool(gw.tasks.create, record)
         try:
             position = gw.dispatcher.submit(record)
@@ -98,7 +98,7 @@ async def sync(body: SyncRequest, request: Request, gw: GatewayDep) -> SyncRespo
         return None
 
     return SyncResponse(**await idempotency.once(
-        request, gw, "latentsync", idempotency.body_hash(body.model_dump()), task_id, create,
+        request, gw, auth.scoped("latentsync"), idempotency.body_hash(body.model_dump()), task_id, create,
         lambda status, message, headers=None: fastapi_error(status, message, headers=headers),
         nothing_to_discard))
 
@@ -140,7 +140,7 @@ def output(task_id: str, name: str, gw: GatewayDep):
         rec, _ = gw.tasks.get(task_id)
     except TaskNotFound:
         raise fastapi_error(404, "Task not found")
-    if rec.api != "latentsync" or output_name is None:
+    if rec.api != "latentsync" or output_name is None or not auth.visible(rec):
         raise fastapi_error(404, "Not found")
     if rec.status != TaskStatus.COMPLETED:
         raise fastapi_error(400, "Task not completed yet")

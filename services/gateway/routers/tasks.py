@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from libs.tasks import TaskNotFound
+from services.gateway import auth
 from services.gateway.context import GatewayDep
 from services.gateway.errors import fastapi_error
 from services.gateway.routers.echomimic import echomimic_status
@@ -19,6 +20,8 @@ def get_task(task_id: str, gw: GatewayDep) -> dict:
     try:
         rec, _ = gw.tasks.get(task_id)
     except TaskNotFound:
+        raise fastapi_error(404, "Task not found")
+    if not auth.visible(rec):
         raise fastapi_error(404, "Task not found")
     if rec.api == "echomimic":
         return echomimic_status(rec)
