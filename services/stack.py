@@ -1,4 +1,4 @@
-"""Start the whole local stack: object store, media service, three model services, gateway.
+"""Start the whole local stack: object store, media service, the model services, gateway.
 
 Each service runs as its own process, exactly as in a deployment; the stack waits until every
 one reports healthy, and stops them in reverse order, gracefully, on request.
@@ -28,7 +28,7 @@ from libs.store.settings import StoreSettings
 log = logging.getLogger(__name__)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODEL_SERVICES = ("echomimic", "dicetalk", "latentsync")
+MODEL_SERVICES = ("echomimic", "dicetalk", "latentsync", "voice")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -21,6 +21,7 @@ from services.echomimic.server import EchoMimicSettings, create_echomimic_server
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from services.latentsync.server import LatentSyncSettings, create_latentsync_server
+from services.voice.server import VoiceSettings, create_voice_server
 from services.media.server import MediaSettings, create_media_server
 
 
@@ -58,7 +59,8 @@ def backend(store_settings: StoreSettings, replicas: int = 1, slots: int | None 
     targets: dict[str, list[str]] = {}
     for kind, settings_cls, create in (("dicetalk", DiceTalkSettings, create_dicetalk_server),
                                        ("echomimic", EchoMimicSettings, create_echomimic_server),
-                                       ("latentsync", LatentSyncSettings, create_latentsync_server)):
+                                       ("latentsync", LatentSyncSettings, create_latentsync_server),
+                                       ("voice", VoiceSettings, create_voice_server)):
         for i in range(replicas):
             extra = {"slots": slots} if slots else {}
             replica = create(settings_cls(port=0, replica_id=f"{kind}-{i}", **extra), store, Engine)
@@ -80,7 +82,8 @@ def gateway(back: Backend, **overrides) -> Iterator[str]:
     settings = GatewaySettings(
         ports=[0], media_target=back.media_target,
         dicetalk_targets=back.targets["dicetalk"], echomimic_targets=back.targets["echomimic"],
-        latentsync_targets=back.targets["latentsync"], gateway_id=f"gw-{uuid.uuid4().hex[:6]}", **overrides,
+        latentsync_targets=back.targets["latentsync"], voice_targets=back.targets["voice"],
+        gateway_id=f"gw-{uuid.uuid4().hex[:6]}", **overrides,
     )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -1,0 +1,1 @@
+"""The voice service: text-to-speech, voice profiles, speech recognition and person models (EchOfU)."""
