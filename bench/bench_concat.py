@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--fps", type=int, default=24)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", default=None, help="also write the result as JSON here (bench/run_all.py)")
     args = parser.parse_args()
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -124,6 +125,23 @@ def main() -> None:
         ratio = statistics.median(results["re-encode (libx264)"]) / statistics.median(results["copy (ops.concat)"])
         print(f"re-encode / copy: {ratio:.0f}x  (target >= 10x)")
         print(f"joined duration {joined.duration_seconds:.3f} s, sum of clips {expected:.3f} s")
+        if args.json:
+            write_json(args, results, ratio, joined.duration_seconds, expected)
+
+
+def write_json(args, results: dict, ratio: float, joined_s: float, expected_s: float) -> None:
+    """The figure as a bench/run_all.py result row, with every run's times."""
+    from bench.common import row, write_result
+
+    copy_s = statistics.median(results["copy (ops.concat)"])
+    reencode_s = statistics.median(results["re-encode (libx264)"])
+    write_result(args.json, "Joining clips", [row(
+        "Joining clips", f"concat {args.clips} clips of {args.seconds:g} s by stream copy (ops.concat)", copy_s, "s",
+        "ffmpeg re-encode (libx264 + AAC)", reencode_s, "≥ 10× faster", ratio >= 10, ratio=ratio,
+        target_ratio=10.0, higher_is_better=True, note=f"{ratio:.0f}× faster")], {
+        "clips": args.clips, "seconds_each": args.seconds, "size": args.size, "fps": args.fps,
+        "runs_s": {k: [round(t, 4) for t in v] for k, v in results.items()},
+        "joined_duration_s": round(joined_s, 3), "sum_of_clips_s": round(expected_s, 3)})
 
 
 if __name__ == "__main__":

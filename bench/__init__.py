@@ -1,0 +1,1 @@
+"""talkserve's benchmarks: `python -m bench.run_all` runs them all and rewrites bench/results/."""

@@ -1,0 +1,135 @@
+"""Benchmark: throughput of a batch of jobs with 1 and with 2 dicetalk replicas (1 slot each).
+
+20 DICE-Talk jobs are submitted at once to the full local stack; the figure is jobs per
+second from the first task's creation to the last task's completion (timestamps of the task
+records in the store; the client's own wall clock is reported too). Each configuration
+first runs one job per replica, so every replica is warm.
+
+Job size: 4 s of speech at 256x256 (DICE-Talk's default min_resolution), 24 fps. On this
+2-core machine a replica must not need more than one core, or two replicas fight for the
+same cores and the ratio says nothing about scale-out. The engine has no thread setting a
+model service exposes (`Engine(threads=2)` is the default and the services do not pass one);
+its per-frame render loop runs on one thread and only H.264 encoding (libx264, a background
+thread) and face detection use a second one. At 256x256 encoding is a small share, so one
+job keeps about one core busy: the benchmark measures it (CPU seconds of the replica
+processes per second of the batch) and reports it next to the ratio.
+
+    python -m bench.bench_scaleout [--jobs 20] [--seconds 4] [--size 256] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from bench.common import (cpu_seconds, load_note, log, row, service_pid, stack, status, submit, write_portrait,
+                          write_result, write_speech)
+
+BENCH = "Scale-out"
+TARGET = 1.8
+
+
+def server_span(st, task_ids: list[str]) -> float | None:
+    """Seconds from the first task's creation to the last one's last update, from the store."""
+    try:
+        from libs.store.client import ObjectStore
+        from libs.tasks import TaskStore
+
+        tasks = TaskStore(ObjectStore(st.store_settings))
+        recs = [tasks.get(t)[0] for t in task_ids]
+        return (max(r.updated_at for r in recs) - min(r.created_at for r in recs)).total_seconds()
+    except Exception as exc:  # noqa: BLE001 - the client's clock is the fallback
+        log(f"could not read task timestamps from the store ({exc}); using the client's clock")
+        return None
+
+
+def run_batch(replicas: int, jobs: int, portrait, speech, size: int, seed0: int) -> dict:
+    import httpx
+
+    with stack(replicas={"dicetalk": replicas}, extra_env={"TALKSERVE_DICETALK_SLOTS": "1"}) as st, \
+            httpx.Client(base_url=st.url, timeout=120) as client:
+        warm = [submit(client, portrait, speech, seed0 + 900 + i, min_resolution=size) for i in range(replicas)]
+        wait_all(client, warm)
+        names = [f"dicetalk-{i}" for i in range(replicas)]
+        pids = {n: service_pid(st, n) for n in names}
+        pids.update(gateway=service_pid(st, "gateway"), media=service_pid(st, "media"))
+        weed = getattr(getattr(st, "seaweed", None), "_proc", None)
+        if weed is not None:
+            pids["seaweedfs"] = weed.pid
+        log(f"{replicas} replica(s): submitting {jobs} jobs; {load_note()}")
+        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        t0 = time.perf_counter()
+        ids = [submit(client, portrait, speech, seed0 + i, min_resolution=size) for i in range(jobs)]
+        t_submitted = time.perf_counter() - t0
+        wait_all(client, ids)
+        wall = time.perf_counter() - t0
+        cpu = {k: round(cpu_seconds(p) - cpu0[k], 2) for k, p in pids.items()}
+        span = server_span(st, ids)
+    elapsed = span if span else wall
+    replica_cores = {n: round(cpu[n] / elapsed, 2) for n in names}
+    res = {"replicas": replicas, "jobs": jobs, "span_s": round(elapsed, 3), "client_wall_s": round(wall, 3),
+           "submit_s": round(t_submitted, 3), "jobs_per_s": round(jobs / elapsed, 4), "cpu_seconds": cpu,
+           "replica_cores_busy": replica_cores, "machine_cores_busy": round(sum(cpu.values()) / elapsed, 2),
+           "timed_by": "store timestamps" if span else "client clock"}
+    log(f"{replicas} replica(s): {jobs} jobs in {elapsed:.2f} s = {res['jobs_per_s']:.3f} jobs/s; "
+        f"cores busy per replica {replica_cores}; CPU s {cpu}")
+    return res
+
+
+def wait_all(client, ids: list[str], poll: float = 0.5, timeout: float = 900) -> None:
+    pending = list(ids)
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} jobs not done")
+        still = []
+        for i, task_id in enumerate(pending):
+            st = status(client, task_id)
+            if st["status"] == "FAILED":
+                raise RuntimeError(f"job {task_id} failed: {st['message']}")
+            if st["status"] != "COMPLETED":
+                still = pending[i:]  # FIFO: later tasks finish later; look again next round
+                break
+        pending = still
+        if pending:
+            time.sleep(poll)
+    # every task is COMPLETED now (the loop only moved past completed ones)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=4.0, help="speech length of each job")
+    ap.add_argument("--size", type=int, default=256, help="min_resolution of each job")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-scaleout-") as tmp:
+        folder = pathlib.Path(tmp)
+        portrait = write_portrait(folder / "portrait.png")
+        speech = write_speech(folder / "speech.wav", args.seconds)
+        one = run_batch(1, args.jobs, portrait, speech, args.size, 10_000)
+        two = run_batch(2, args.jobs, portrait, speech, args.size, 20_000)
+
+    ratio = two["jobs_per_s"] / one["jobs_per_s"]
+    busy = max(one["replica_cores_busy"].values())
+    rows = [row(BENCH, f"{args.jobs} jobs ({args.seconds:g} s speech, {args.size}px), 2 replicas",
+                two["jobs_per_s"], "jobs/s", "1 replica (1 slot)", one["jobs_per_s"], f"≥ {TARGET:g}×",
+                ratio >= TARGET, target_ratio=TARGET, higher_is_better=True,
+                note=f"one replica keeps {busy:.2f} cores busy; machine has 2")]
+    details = {"job": {"speech_seconds": args.seconds, "min_resolution": args.size, "fps": 24},
+               "one_replica": one, "two_replicas": two, "ratio": round(ratio, 3),
+               "why_this_size": "at 256px one job keeps about one core busy (render loop single-threaded, "
+                                "encoding light), so two 1-slot replicas can each have a core"}
+    write_result(args.json, BENCH, rows, details)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
