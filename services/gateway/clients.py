@@ -19,12 +19,28 @@ from talkserve.dicetalk.v1 import dicetalk_pb2_grpc
 from talkserve.echomimic.v1 import echomimic_pb2_grpc
 from talkserve.latentsync.v1 import latentsync_pb2_grpc
 from talkserve.media.v1 import media_pb2_grpc
+from talkserve.voice.v1 import voice_pb2_grpc
 from talkserve.worker.v1 import worker_pb2, worker_pb2_grpc
+
+class VoiceStubs:
+    """Both services of a voice replica on one channel, looked up by RPC name."""
+
+    def __init__(self, channel: grpc.Channel):
+        self.person = voice_pb2_grpc.PersonServiceStub(channel)
+        self.voice = voice_pb2_grpc.VoiceServiceStub(channel)
+
+    def __getattr__(self, name: str):
+        for stub in (self.__dict__.get("person"), self.__dict__.get("voice")):
+            if stub is not None and hasattr(stub, name):
+                return getattr(stub, name)
+        raise AttributeError(name)
+
 
 _STUBS = {
     "dicetalk": dicetalk_pb2_grpc.DiceTalkServiceStub,
     "echomimic": echomimic_pb2_grpc.EchoMimicServiceStub,
     "latentsync": latentsync_pb2_grpc.LatentSyncServiceStub,
+    "voice": VoiceStubs,
 }
 
 log = logging.getLogger(__name__)

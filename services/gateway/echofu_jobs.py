@@ -19,11 +19,10 @@ import httpx
 from libs.grpcutil.errors import error_code_of
 from libs.store.client import AlreadyExists, NotFound, PreconditionFailed
 from libs.tasks import TaskRecord, TaskStatus
-from services.gateway import clients as _clients
 from services.gateway.keys import ref, task_key
 from services.gateway.pipeline import Pipeline, Retryable, Run, TaskFailed, register_kind
 from talkserve.media.v1 import media_pb2
-from talkserve.voice.v1 import voice_pb2, voice_pb2_grpc
+from talkserve.voice.v1 import voice_pb2
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +48,6 @@ UNAVAILABLE_TYPES = {
 MODEL_TYPES = (BUILTIN_TYPE, *UNAVAILABLE_TYPES)
 HISTORY_LIMIT = 500
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-
-
-class VoiceStubs:
-    """Both services of a voice replica on one channel, looked up by RPC name."""
-
-    def __init__(self, channel: grpc.Channel):
-        self.person = voice_pb2_grpc.PersonServiceStub(channel)
-        self.voice = voice_pb2_grpc.VoiceServiceStub(channel)
-
-    def __getattr__(self, name: str):
-        for stub in (self.__dict__.get("person"), self.__dict__.get("voice")):
-            if stub is not None and hasattr(stub, name):
-                return getattr(stub, name)
-        raise AttributeError(name)
-
-
-# The gateway builds one stub per replica from this table (see clients.py).
-_clients._STUBS.setdefault(VOICE_KIND, VoiceStubs)
 
 
 # -- store layout ------------------------------------------------------------------------------
@@ -153,37 +134,6 @@ def _unary(pipeline: Pipeline, run: Run, method: str, request, timeout: float = 
         raise Retryable(f"voice replica {run.replica.target}: {err.code().name}: {err.details()}") from err
 
 
-def _stream(pipeline: Pipeline, run: Run, method: str, request, lo: float, hi: float):
-    """A streaming RPC whose result is not a video (training): progress into the record, then the result.
-
-    Pipeline.render expects a video output it can reuse on a retry; a model build has none.
-    """
-    tid = run.record.id
-    last = 0.0
-    run.check()
-    try:
-        call = getattr(run.replica.model, method)(request, timeout=pipeline.settings.rpc_timeout_seconds)
-        run.call = call
-        if run.stop.is_set():
-            call.cancel()
-        for event in call:
-            if event.HasField("result"):
-                return event.result
-            if time.monotonic() - last >= pipeline.settings.progress_interval_seconds:
-                last = time.monotonic()
-                p = event.progress
-                pipeline.set(tid, lo + (hi - lo) * p.fraction, p.message or "Training...")
-    except grpc.RpcError as err:
-        run.check()
-        if err.code() in _PERMANENT:
-            raise TaskFailed(err.details() or err.code().name, error_code_of(err)) from err
-        raise Retryable(f"voice replica {run.replica.target}: {err.code().name}: {err.details()}",
-                        counts=err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED) from err
-    finally:
-        run.call = None
-    raise Retryable(f"voice replica {run.replica.target} ended the stream without a result")
-
-
 def _language(value: str) -> int:
     return {"en": voice_pb2.LANGUAGE_ENGLISH, "cmn": voice_pb2.LANGUAGE_MANDARIN}.get(
         value or "", voice_pb2.LANGUAGE_UNSPECIFIED)
@@ -229,11 +179,11 @@ def run_train(pipeline: Pipeline, run: Run) -> None:
     tid, p = rec.id, rec.params
     pipeline.set(tid, 0.01, "Preparing the training video...", status=TaskStatus.PROCESSING)
     custom = p.get("engine_params") or {}
-    result = _stream(pipeline, run, "TrainPersonModel", voice_pb2.TrainPersonModelRequest(
+    result = pipeline.stream(run, "TrainPersonModel", voice_pb2.TrainPersonModelRequest(
         job_id=tid, video=ref(rec.inputs["video"]), model_prefix=p["model_prefix"],
         max_seconds=float(custom.get("max_seconds", 0)), base_seconds=float(custom.get("base_seconds", 0)),
         max_atlas_entries=int(custom.get("max_atlas_entries", 0)), epochs=int(p.get("epoch") or 0),
-    ), 0.02, 0.97)
+    ), 0.02, 0.97, lambda f, m: pipeline.set(tid, f, m), "Training...")
     # What the client asked for travels with the model (its files list shows it).
     training = {"task_id": tid, "model_type": p["model_type"], "ref_video": p["ref_video"],
                 "epoch": p.get("epoch"), "gpu_choice": p.get("gpu_choice"), "custom_params": p.get("custom_params"),

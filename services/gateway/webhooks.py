@@ -34,12 +34,11 @@ import httpcore
 import httpx
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
+from libs.safehttp import DEFAULT_PORTS, AddressPolicy, FetchError, GuardedBackend, check_url, resolve
 from libs.store.client import AlreadyExists, NotFound, ObjectStore
 from libs.tasks import TaskNotFound, TaskRecord, TaskStore, utcnow
 from services.gateway.keys import task_key
 from services.gateway.settings import GatewaySettings
-# The media service's address rules, reused as they are (the lead moves them to libs/ later).
-from services.media.fetch import AddressPolicy, FetchError, _GuardedBackend, _resolve, check_url
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ _LOGGED_BODY = 200
 
 
 class WebhookRefused(ValueError):
-    """A webhook URL that may not be used; `code` is one of the media service's URL_* codes."""
+    """A webhook URL that may not be used; `code` is one of libs.safehttp's URL_* codes."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -77,10 +76,10 @@ def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def check_webhook_url(url: str, policy: AddressPolicy, timeout: float = 5.0) -> str:
-    """Refuse a URL the media service would not fetch from; returns it unchanged when fine."""
+    """Refuse a URL that is not http(s) or reaches a non-public address; returns it unchanged."""
     try:
         parsed = check_url(url)
-        addresses = _resolve(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80), timeout)
+        addresses = resolve(parsed.host, parsed.port or DEFAULT_PORTS[parsed.scheme], timeout)
     except FetchError as exc:
         raise WebhookRefused(exc.code, str(exc)) from exc
     for address in addresses:
@@ -239,13 +238,13 @@ class Webhooks:
             (b"webhook-timestamp", str(timestamp).encode()),
             (b"webhook-signature", sign(secret, msg_id, timestamp, body).encode()),
         ]
-        backend = _GuardedBackend(self.policy, time.monotonic() + timeout, timeout)
+        backend = GuardedBackend(self.policy, time.monotonic() + timeout, timeout)
         with httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), network_backend=backend,
                                      max_connections=1, retries=0) as pool:
             response = pool.request(
                 "POST",
                 httpcore.URL(scheme=target.raw_scheme, host=target.raw_host,
-                             port=target.port or (443 if target.scheme == "https" else 80),
+                             port=target.port or DEFAULT_PORTS[target.scheme],
                              target=target.raw_path),
                 headers=headers, content=body,
                 extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
