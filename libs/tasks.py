@@ -13,6 +13,7 @@ never lose each other's updates, and a task is claimed by exactly one owner at a
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import re
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 TASKS_ROOT = "tasks/"
 #: How long finished tasks are kept by default (the DICE-Talk document promises 24 h).
 DEFAULT_RETENTION = timedelta(hours=24)
+_RECENT_MAX = 10_000  # records kept by TaskStore.recent
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
@@ -232,12 +234,41 @@ class TaskStore:
         self.store = store
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # The last version of each record this process read or wrote, for status polling:
+        # clients poll far more often than records change.
+        self._recent: collections.OrderedDict[str, tuple[float, TaskRecord]] = collections.OrderedDict()
+        self._recent_guard = threading.Lock()
 
     def _lock(self, task_id: str) -> threading.Lock:
         with self._locks_guard:
             if len(self._locks) > 10_000:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             return self._locks.setdefault(task_id, threading.Lock())
+
+    # -- recently seen records ------------------------------------------------------------
+
+    def _remember(self, record: TaskRecord) -> None:
+        with self._recent_guard:
+            self._recent[record.id] = (time.monotonic(), record.model_copy(deep=True))
+            self._recent.move_to_end(record.id)
+            while len(self._recent) > _RECENT_MAX:
+                self._recent.popitem(last=False)
+
+    def _forget(self, task_id: str) -> None:
+        with self._recent_guard:
+            self._recent.pop(task_id, None)
+
+    def recent(self, task_id: str, max_age: float) -> TaskRecord | None:
+        """The record as this process last read or wrote it, if that was at most `max_age` s ago.
+
+        Writes made here are seen at once; writes made by other processes within `max_age`.
+        The record is shared: callers must not change it.
+        """
+        with self._recent_guard:
+            entry = self._recent.get(task_id)
+        if entry is None or time.monotonic() - entry[0] > max_age:
+            return None
+        return entry[1]
 
     # -- single records -------------------------------------------------------------------
 
@@ -250,6 +281,7 @@ class TaskStore:
             self.store.create_json(task_key(new.id), _body(new), _metadata(new))
         except AlreadyExists as exc:
             raise TaskExists(new.id) from exc
+        self._remember(new)
         return new
 
     def get(self, task_id: str) -> tuple[TaskRecord, str]:
@@ -259,8 +291,11 @@ class TaskStore:
         try:
             body, _, etag = self.store.read_json(task_key(task_id))
         except NotFound as exc:
+            self._forget(task_id)
             raise TaskNotFound(task_id) from exc
-        return TaskRecord.model_validate(body), etag
+        record = TaskRecord.model_validate(body)
+        self._remember(record)
+        return record, etag
 
     def peek(self, task_id: str) -> TaskMeta:
         """Status, progress, owner and lease from the object's metadata only (a HEAD)."""
@@ -325,6 +360,7 @@ class TaskStore:
                 self.store.replace_json(
                     task_key(task_id), _body(record), _metadata(record), if_match=etag
                 )
+                self._remember(record)
                 return record
             except PreconditionFailed:
                 # Full jitter: contending writers spread out instead of colliding again.
@@ -403,6 +439,7 @@ class TaskStore:
         # so the next sweep finds the task and finishes the job.
         self.store.delete_prefix(task_prefix(task_id))
         self.store.delete(task_key(task_id))
+        self._forget(task_id)
 
     def sweep_expired(self, older_than: timedelta = DEFAULT_RETENTION) -> int:
         """Delete finished tasks last updated more than ``older_than`` ago; returns how many."""

@@ -27,7 +27,8 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = GatewaySettings()
     sockets = [bind(settings.host, port) for port in settings.ports]
-    config = uvicorn.Config(create_app(settings), log_level="info", timeout_graceful_shutdown=30)
+    config = uvicorn.Config(create_app(settings), log_level="info", access_log=settings.access_log,
+                            timeout_graceful_shutdown=30)
     uvicorn.Server(config).run(sockets=sockets)
 
 

@@ -42,6 +42,9 @@ class GatewaySettings(BaseSettings):
     progress_interval_seconds: float = 0.5
     retention_hours: float = 24.0
     rpc_timeout_seconds: float = 3600.0
+    status_max_age_seconds: float = Field(
+        0.5, description="how stale a status answer may be when another gateway changed the task")
+    access_log: bool = Field(False, description="log every HTTP request (the ingress usually does)")
     version: str = "1.0.0"
 
     # EchOfU: the chat's OpenAI-compatible endpoint (POST <base_url>/chat/completions) and limits.

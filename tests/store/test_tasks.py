@@ -68,6 +68,27 @@ def test_create_get_update(tasks: TaskStore) -> None:
     assert tasks.get(rec.id)[1] == before
 
 
+def test_recent_records_for_status_polling(tasks: TaskStore, store: ObjectStore) -> None:
+    rec = tasks.create(_new())
+    assert tasks.recent(rec.id, max_age=5).status is TaskStatus.PENDING
+    # This process's own writes are seen at once.
+    tasks.update(rec.id, lambda r: setattr(r, "status", TaskStatus.PROCESSING))
+    assert tasks.recent(rec.id, max_age=5).status is TaskStatus.PROCESSING
+    # Another process's write is seen once the remembered copy is older than max_age.
+    other = TaskStore(store)
+    other.update(rec.id, lambda r: setattr(r, "progress", 0.5))
+    assert tasks.recent(rec.id, max_age=5).progress == 0.0
+    time.sleep(0.05)
+    assert tasks.recent(rec.id, max_age=0.01) is None
+    assert tasks.get(rec.id)[0].progress == 0.5 and tasks.recent(rec.id, max_age=5).progress == 0.5
+    # The remembered copy is not the caller's: changing a returned record changes nothing.
+    got, _ = tasks.get(rec.id)
+    got.progress = 0.9
+    assert tasks.recent(rec.id, max_age=5).progress == 0.5
+    tasks.delete(rec.id)
+    assert tasks.recent(rec.id, max_age=5) is None
+
+
 def test_errors(tasks: TaskStore) -> None:
     rec = tasks.create(_new())
     with pytest.raises(TaskExists):

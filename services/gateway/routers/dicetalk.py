@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import secrets
-import uuid
 from typing import Literal, Optional
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -154,18 +154,23 @@ async def start(request: Request, gw: GatewayDep) -> StartResponse:
 
 
 @router.get("/api/v1/synthesis/{task_id}/status", response_model=StatusResponse)
-def status(task_id: str, gw: GatewayDep) -> StatusResponse:
+async def status(task_id: str, gw: GatewayDep) -> JSONResponse:
     """Status and progress (0.0–1.0) of a synthesis task."""
-    rec = _load(gw, task_id)
+    try:
+        rec = await gw.record(task_id)
+    except TaskNotFound:
+        raise dicetalk_error(404, "Task not found")
+    if rec.api != "dicetalk" or not auth.visible(rec):
+        raise dicetalk_error(404, "Task not found")
     message = rec.message
     if rec.status == TaskStatus.PENDING:
         pos = gw.dispatcher.position(task_id, rec.kind)
         if pos is not None:
             message = f"Waiting in queue (position {pos + 1})"
-    return StatusResponse(
-        task_id=rec.id, status=_STATUS[rec.status], progress=round(rec.progress, 4), message=message,
-        created_at=_timestamp(rec.created_at), updated_at=_timestamp(rec.updated_at),
-    )
+    # The most polled endpoint: the body is built directly, not validated again by FastAPI.
+    return JSONResponse({
+        "task_id": rec.id, "status": _STATUS[rec.status], "progress": round(rec.progress, 4), "message": message,
+        "created_at": _timestamp(rec.created_at), "updated_at": _timestamp(rec.updated_at)})
 
 
 @router.get("/api/v1/synthesis/{task_id}/download",

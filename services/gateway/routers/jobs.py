@@ -616,9 +616,17 @@ def list_jobs(native: NativeDep, caller: auth.CallerDep,
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-def get_job(job_id: str, native: NativeDep) -> dict:
+async def get_job(job_id: str, native: NativeDep) -> dict:
     """A job of any kind, whichever API created it, with presigned links to its results."""
-    return native.view(_record(native.gw, job_id))
+    try:
+        rec = await native.gw.record(job_id)
+    except TaskNotFound:
+        raise _not_found()
+    if not auth.visible(rec):
+        raise _not_found()
+    if rec.outputs or rec.webhook_url:
+        return await run_in_threadpool(native.view, rec)  # presigning and the webhook state may do I/O
+    return native.view(rec)
 
 
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse, responses={200: {

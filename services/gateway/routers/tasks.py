@@ -15,10 +15,10 @@ router = APIRouter(tags=["EchoMimic", "LatentSync"])
 
 
 @router.get("/task/{task_id}")
-def get_task(task_id: str, gw: GatewayDep) -> dict:
+async def get_task(task_id: str, gw: GatewayDep) -> dict:
     """Status of an EchoMimic or LatentSync task, in the shape of the API that created it."""
     try:
-        rec, _ = gw.tasks.get(task_id)
+        rec = await gw.record(task_id)
     except TaskNotFound:
         raise fastapi_error(404, "Task not found")
     if not auth.visible(rec):
