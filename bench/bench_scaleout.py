@@ -7,11 +7,10 @@ first runs one job per replica, so every replica is warm.
 
 Job size: 4 s of speech at 256x256 (DICE-Talk's default min_resolution), 24 fps. On this
 2-core machine a replica must not need more than one core, or two replicas fight for the
-same cores and the ratio says nothing about scale-out. The engine has no thread setting a
-model service exposes (`Engine(threads=2)` is the default and the services do not pass one);
-its per-frame render loop runs on one thread and only H.264 encoding (libx264, a background
-thread) and face detection use a second one. At 256x256 encoding is a small share, so one
-job keeps about one core busy: the benchmark measures it (CPU seconds of the replica
+same cores and the ratio says nothing about scale-out, so every replica runs with
+TALKSERVE_DICETALK_ENGINE_THREADS=1 (face models and libx264 on one thread each). The
+per-frame render loop runs on one thread and H.264 encoding on a background thread, so one
+job still keeps about one core busy: the benchmark measures it (CPU seconds of the replica
 processes per second of the batch) and reports it next to the ratio.
 
     python -m bench.bench_scaleout [--jobs 20] [--seconds 4] [--size 256] [--json PATH]
@@ -52,7 +51,8 @@ def server_span(st, task_ids: list[str]) -> float | None:
 def run_batch(replicas: int, jobs: int, portrait, speech, size: int, seed0: int) -> dict:
     import httpx
 
-    with stack(replicas={"dicetalk": replicas}, extra_env={"TALKSERVE_DICETALK_SLOTS": "1"}) as st, \
+    env = {"TALKSERVE_DICETALK_SLOTS": "1", "TALKSERVE_DICETALK_ENGINE_THREADS": "1"}
+    with stack(replicas={"dicetalk": replicas}, extra_env=env) as st, \
             httpx.Client(base_url=st.url, timeout=120) as client:
         warm = [submit(client, portrait, speech, seed0 + 900 + i, min_resolution=size) for i in range(replicas)]
         wait_all(client, warm)

@@ -37,6 +37,7 @@ class ModelServiceSettings(ServerSettings):
     replica_id: str = ""
     work_dir: str = Field(default_factory=tempfile.gettempdir)
     models_dir: str | None = None
+    engine_threads: int = Field(2, ge=1, description="threads each engine's face models and encoder use")
 
 
 class EnginePool:
@@ -175,7 +176,6 @@ def configure_logging() -> None:
     )
 
 
-
 def main(settings_cls: type[ModelServiceSettings], create: Callable) -> None:
     """Entry point of a model service: settings from env, talkface engines, serve until SIGTERM."""
     from libs.store.settings import StoreSettings
@@ -183,7 +183,8 @@ def main(settings_cls: type[ModelServiceSettings], create: Callable) -> None:
 
     configure_logging()
     settings = settings_cls()
-    replica = create(settings, ObjectStore(StoreSettings()), lambda: Engine(models_dir=settings.models_dir))
+    replica = create(settings, ObjectStore(StoreSettings()), lambda: Engine(models_dir=settings.models_dir,
+                                                                       threads=settings.engine_threads))
     run_forever(replica, settings.grace_seconds)
 
 

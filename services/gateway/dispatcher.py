@@ -286,12 +286,21 @@ class Dispatcher:
             if held is None:
                 return
         run = Run(record=held.record, replica=replica, stop=threading.Event(), segment=item.unit)
+        run.release_slot = lambda: self._release_slot(run)
         with self._cond:
             if held.failed or item.unit in held.runs:
                 return
             held.runs[item.unit] = run
             self._inflight[replica.target] += 1
         self._spawn(self._execute, held, run, name=f"run-{item.task_id[:8]}-{item.unit}")
+
+    def _release_slot(self, run: Run) -> None:
+        """The unit no longer occupies its replica (idempotent)."""
+        with self._cond:
+            if run.release_slot is not None:
+                run.release_slot = None
+                self._inflight[run.replica.target] -= 1
+                self._cond.notify_all()
 
     def _claim(self, task_id: str) -> Held | None:
         try:
@@ -340,9 +349,9 @@ class Dispatcher:
             outcome = "retry"
             self._retry(held, run, f"{type(exc).__name__}: {exc}")
         finally:
+            self._release_slot(run)
             with self._cond:
                 held.runs.pop(run.segment, None)
-                self._inflight[run.replica.target] -= 1
                 if outcome == "done" and run.segment is not None:
                     held.left.discard(run.segment)
                 finished_all = outcome == "done" and not held.left and not held.runs and not held.failed

@@ -92,6 +92,9 @@ class Run:
     segment: int | None = None
     call: object = None
     handback: bool = False
+    # Set by the dispatcher: gives the replica's slot back once the render is over, so the next
+    # unit renders there while this one is still being muxed and stored.
+    release_slot: Callable[[], None] | None = None
 
     def cancel(self, handback: bool = False) -> None:
         """Stop the unit: cancelled for good, or (`handback`) to be run again elsewhere."""
@@ -155,14 +158,18 @@ class Pipeline:
         return reply.duration_seconds
 
     def render(self, run: Run, method: str, request, lo: float, hi: float, report) -> common_pb2.VideoResult:
-        """Call a model replica's streaming RPC, reporting its progress as it comes.
-
-        A render that an earlier attempt finished (its video is in the store) is reused.
-        """
+        """Render a video on a model replica; a render an earlier attempt finished is reused."""
         done = self._finished_render(request.output.key)
         if done is not None:
             log.info("task %s: reusing the render of an earlier attempt", run.record.id)
-            return done
+        else:
+            done = self.stream(run, method, request, lo, hi, report, "Generating video...")
+        if run.release_slot is not None:
+            run.release_slot()
+        return done
+
+    def stream(self, run: Run, method: str, request, lo: float, hi: float, report, default_message: str):
+        """Call a model replica's streaming RPC, reporting its progress as it comes; its result."""
         last_write = 0.0
         run.check()
         try:
@@ -178,7 +185,7 @@ class Pipeline:
                     last_write = now
                     p = event.progress
                     self._details[run.record.id] = progress_detail(p)
-                    report(lo + (hi - lo) * p.fraction, p.message or "Generating video...")
+                    report(lo + (hi - lo) * p.fraction, p.message or default_message)
         except grpc.RpcError as err:
             run.check()
             if err.code() in _PERMANENT:
