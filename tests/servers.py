@@ -12,7 +12,6 @@ from typing import Iterator
 
 import uvicorn
 
-from libs.grpcutil.server import ServerSettings
 from libs.store.client import ObjectStore
 from libs.store.settings import StoreSettings
 from libs.talkface.engine import Engine

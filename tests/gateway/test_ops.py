@@ -4,11 +4,9 @@ import socket
 import time
 import urllib.request
 
-import grpc
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from libs.grpcutil.server import ServerSettings
 from services.gateway.clients import Clients, resolve
 
 
