@@ -30,6 +30,7 @@ lint: install
 	$(BIN)/buf lint
 
 bench: install
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench.run_all
 
 clean:
