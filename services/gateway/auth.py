@@ -93,7 +93,11 @@ def stamp_owner(tasks, task_id: str) -> None:
         tasks.update(task_id, lambda rec: setattr(rec, "key_id", kid))
 
 
-CallerDep = Annotated[Caller, Depends(current_caller)]
+async def _caller_dep() -> Caller:
+    return current_caller()
+
+
+CallerDep = Annotated[Caller, Depends(_caller_dep)]
 
 
 def native_error(status: int, code: str, message: str, detail: object = None,

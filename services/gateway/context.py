@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -24,17 +25,27 @@ class Gateway:
     tasks: TaskStore
     clients: Clients
     dispatcher: Dispatcher
+    _reads: dict[str, asyncio.Future] = field(default_factory=dict, repr=False)
 
     async def record(self, task_id: str) -> TaskRecord:
         """A task's record for a status answer: recent enough, and without a thread hop when
         this gateway saw it within `status_max_age_seconds`. Raises TaskNotFound. Read-only."""
         rec = self.tasks.recent(task_id, self.settings.status_max_age_seconds)
-        if rec is None:
-            rec, _ = await run_in_threadpool(self.tasks.get, task_id)
+        if rec is not None:
+            return rec
+        # One store read per task at a time: when the remembered copy ages out under load, the
+        # other pollers of that task wait for this read instead of queueing reads of their own.
+        pending = self._reads.get(task_id)
+        if pending is None:
+            pending = asyncio.ensure_future(run_in_threadpool(self.tasks.get, task_id))
+            self._reads[task_id] = pending
+            pending.add_done_callback(lambda _: self._reads.pop(task_id, None))
+        rec, _ = await asyncio.shield(pending)
         return rec
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:
+    # async: FastAPI runs a plain def dependency on the thread pool, a hop on every request.
     return request.app.state.gateway
 
 

@@ -311,7 +311,7 @@ def start(app: FastAPI, gw: Gateway) -> Native:
     return app.state.native
 
 
-def _native(request: Request) -> Native:
+async def _native(request: Request) -> Native:
     return request.app.state.native
 
 
