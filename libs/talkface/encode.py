@@ -216,3 +216,17 @@ class VideoReader:
             log.warning("decoding %s stopped after %d frames: %s", name, n, exc)
         if n == 0:
             raise BadVideoError(f"the video {name} holds no frames")
+
+    def looped(self, n: int, width: int, height: int) -> Iterator[tuple[np.ndarray, int]]:
+        """The first `n` frames, starting the video again as often as needed, cropped to
+        `width` x `height`; each with how many times the video had been started again."""
+        loops = 0
+        frames = iter(self)
+        for _ in range(n):
+            try:
+                frame = next(frames)
+            except StopIteration:
+                loops += 1
+                frames = iter(self)
+                frame = next(frames)
+            yield np.ascontiguousarray(frame[:height, :width]), loops

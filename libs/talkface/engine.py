@@ -269,16 +269,8 @@ class Engine:
         dub = _Redubber(self.face, track, seed=job.seed)
         loops = 0
         try:
-            frames = iter(reader)
-            for i in range(n):
+            for i, (frame, loops) in enumerate(reader.looped(n, ow, oh)):
                 _check_stop(should_stop)
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    loops += 1
-                    frames = iter(reader)
-                    frame = next(frames)
-                frame = np.ascontiguousarray(frame[:oh, :ow])
                 out, mask = dub.frame(i, frame)
                 writer.write(out)
                 mask_writer.write(mask)

@@ -530,16 +530,8 @@ def generate_person_video(model_dir: str | os.PathLike, audio_path: str | os.Pat
     nb = len(model.base_from_canon)
     loops = 0
     try:
-        frames = iter(reader)
-        for i in range(n):
+        for i, (frame, loops) in enumerate(reader.looped(n, w, h)):
             _check_stop(should_stop)
-            try:
-                frame = next(frames)
-            except StopIteration:
-                loops += 1
-                frames = iter(reader)
-                frame = next(frames)
-            frame = np.ascontiguousarray(frame[:h, :w])
             b = i % nb
             if model.base_has_face[b]:
                 frame = comp(frame, model.patches[path[i]], model.base_from_canon[b].astype(np.float64))

@@ -394,52 +394,52 @@ def _task_status(gw: Gateway, task_id: str) -> dict:
 # -- 1-4: uploads and lists ----------------------------------------------------------------------
 
 
+async def _upload_documented(request: Request, gw: Gateway, field: str, extensions, max_bytes: int, folder: str,
+                             kind: int, failed: str, done: str) -> JSONResponse:
+    """An upload endpoint's answer, with its documented message prefix on a server error."""
+    try:
+        stored = await _upload(request, gw, field, extensions, max_bytes, folder, kind, field)
+    except ApiError as exc:
+        if exc.status >= 500:
+            exc.body["message"] = failed + exc.body["message"]
+        raise
+    return _ok(message=done, **stored)
+
+
+def _listing(gw: Gateway, folder: str, extensions) -> JSONResponse:
+    """A folder listing in the documented shape; on failure the lists are there, empty."""
+    try:
+        files = _list_folder(gw, folder, extensions)
+    except Exception as exc:  # noqa: BLE001 - the documented error shape carries empty lists
+        log.exception("listing %s failed", folder)
+        return JSONResponse({"status": "error", "message": str(exc), "files": [], "total_count": 0}, 500)
+    return _ok(files=files, total_count=len(files))
+
+
 @router.post("/api/upload-reference-audio")
 async def upload_reference_audio(request: Request, gw: GatewayDep):
     """Upload a reference recording (wav, mp3, m4a, flac, ogg) to static/voices/ref_voices/."""
-    try:
-        stored = await _upload(request, gw, "audio", AUDIO_EXTENSIONS, gw.settings.audio_max_bytes, J.REF_VOICES,
-                               media_pb2.MEDIA_KIND_AUDIO, "audio")
-    except ApiError as exc:
-        if exc.status >= 500:
-            exc.body["message"] = "音频上传失败: " + exc.body["message"]
-        raise
-    return _ok(message="音频上传成功", **stored)
+    return await _upload_documented(request, gw, "audio", AUDIO_EXTENSIONS, gw.settings.audio_max_bytes,
+                                    J.REF_VOICES, media_pb2.MEDIA_KIND_AUDIO, "音频上传失败: ", "音频上传成功")
 
 
 @router.get("/api/reference-audios")
 def reference_audios(gw: GatewayDep):
     """Reference recordings, newest first."""
-    try:
-        files = _list_folder(gw, J.REF_VOICES, AUDIO_EXTENSIONS)
-    except Exception as exc:  # noqa: BLE001 - the documented error shape carries empty lists
-        log.exception("listing reference audios failed")
-        return JSONResponse({"status": "error", "message": str(exc), "files": [], "total_count": 0}, 500)
-    return _ok(files=files, total_count=len(files))
+    return _listing(gw, J.REF_VOICES, AUDIO_EXTENSIONS)
 
 
 @router.post("/api/upload-training-video")
 async def upload_training_video(request: Request, gw: GatewayDep):
     """Upload a training video (mp4, avi, mov, mkv, flv, webm; at most 200 MB) to static/videos/ref_videos/."""
-    try:
-        stored = await _upload(request, gw, "video", VIDEO_EXTENSIONS, gw.settings.echofu_video_max_bytes,
-                               J.REF_VIDEOS, media_pb2.MEDIA_KIND_VIDEO, "video")
-    except ApiError as exc:
-        if exc.status >= 500:
-            exc.body["message"] = "视频上传失败: " + exc.body["message"]
-        raise
-    return _ok(message="视频上传成功", **stored)
+    return await _upload_documented(request, gw, "video", VIDEO_EXTENSIONS, gw.settings.echofu_video_max_bytes,
+                                    J.REF_VIDEOS, media_pb2.MEDIA_KIND_VIDEO, "视频上传失败: ", "视频上传成功")
 
 
 @router.get("/api/training-videos")
 def training_videos(gw: GatewayDep):
     """Training videos, newest first."""
-    try:
-        files = _list_folder(gw, J.REF_VIDEOS, VIDEO_EXTENSIONS)
-    except Exception as exc:  # noqa: BLE001
-        log.exception("listing training videos failed")
-        return JSONResponse({"status": "error", "message": str(exc), "files": [], "total_count": 0}, 500)
-    return _ok(files=files, total_count=len(files))
+    return _listing(gw, J.REF_VIDEOS, VIDEO_EXTENSIONS)
 
 
 # -- 5-7: models and speakers --------------------------------------------------------------------
