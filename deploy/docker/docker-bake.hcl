@@ -23,12 +23,13 @@ target "cpu" {
   inherits = ["_common"]
   name     = svc
   matrix = {
-    svc = ["gateway", "media", "echomimic", "dicetalk", "latentsync"]
+    svc = ["gateway", "media", "echomimic", "dicetalk", "latentsync", "voice"]
   }
   target = svc
   tags   = ["${REGISTRY}/${svc}:${VERSION}"]
 }
 
+// voice is CPU-only (espeak-ng, PocketSphinx, the CPU person engine): no -gpu image.
 target "gpu" {
   inherits = ["_common"]
   name     = "${svc}-gpu"

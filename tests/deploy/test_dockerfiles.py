@@ -21,8 +21,10 @@ DOCKER = ROOT / "deploy" / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
 RUN_AS_UID = 10001  # the k8s manifests run every talkserve container as this user
 PORTS = {"gateway": {8000, 7688}, "media": {50051}, "dicetalk": {50061}, "echomimic": {50062},
-         "latentsync": {50063}}
+         "latentsync": {50063}, "voice": {50064}}
+# Model services with a -gpu image; voice (espeak-ng, PocketSphinx, CPU person engine) has none.
 MODEL_SERVICES = ("dicetalk", "echomimic", "latentsync")
+CPU_ONLY = ("voice",)
 TARGETS = [*PORTS, *(f"{s}-gpu" for s in MODEL_SERVICES)]
 BUILD_TOOLS = re.compile(r"(?<![\w-])(build-essential|gcc|g\+\+|clang|cmake|make|cargo|rustc|[\w.+-]+-dev)(?![\w-])")
 
@@ -143,6 +145,24 @@ def test_one_target_per_image(dockerfile):
         assert exposed == PORTS[svc]
         env = " ".join(stages[target].args("ENV"))
         assert f"TALKSERVE_{svc.upper()}_HOST=0.0.0.0" in env
+
+
+def test_every_service_package_has_a_target(dockerfile):
+    _, stages = dockerfile
+    packages = {p.parent.name for p in (ROOT / "services").glob("*/__main__.py")}
+    assert packages == set(PORTS), "services/ and the Dockerfile tests disagree: add the new service here"
+    for svc in packages:
+        assert svc in stages and stages[svc].base == "runtime", f"{svc}: no CPU target FROM runtime"
+    for svc in CPU_ONLY:
+        assert f"{svc}-gpu" not in stages, f"{svc} runs on CPU only"
+
+
+def test_bake_builds_every_target():
+    bake = (DOCKER / "docker-bake.hcl").read_text()
+    blocks = re.split(r'^target "', bake, flags=re.MULTILINE)[1:]
+    matrices = {b.partition('"')[0]: m.group(1) for b in blocks if (m := re.search(r"svc = \[([^\]]*)\]", b))}
+    assert set(json.loads(f"[{matrices['cpu']}]")) == set(PORTS)
+    assert set(json.loads(f"[{matrices['gpu']}]")) == set(MODEL_SERVICES)
 
 
 def test_final_stages_run_as_a_numeric_non_root_user(dockerfile):

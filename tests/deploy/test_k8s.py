@@ -8,6 +8,7 @@ kubectl is found or installed by scripts/ensure_kubectl.py (apt, else a PyPI whe
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import json
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 import kubernetes_validate  # the dev extra: pip install -e '.[dev]'
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from scripts import ensure_kubectl
 
@@ -31,7 +33,11 @@ TARGETS = {
 # matchLabelKeys in topology spread since 1.27).
 KUBERNETES_VERSION = "1.30.0"
 
-MODEL_SERVICES = {"dicetalk": 50061, "echomimic": 50062, "latentsync": 50063}
+MODEL_SERVICES = {"dicetalk": 50061, "echomimic": 50062, "latentsync": 50063, "voice": 50064}
+# The model services that get a GPU in prod; voice (espeak-ng, PocketSphinx, the CPU person
+# engine) stays on CPU everywhere.
+GPU_SERVICES = {"dicetalk", "echomimic", "latentsync"}
+CPU_MODEL_SERVICES = set(MODEL_SERVICES) - GPU_SERVICES
 GRPC_SERVICES = {**MODEL_SERVICES, "media": 50051}
 TALKSERVE_DEPLOYMENTS = {"gateway", "media", *MODEL_SERVICES}
 GATEWAY_PORTS = {"http": 8000, "http-echomimic": 7688}
@@ -39,6 +45,9 @@ RUN_AS_UID = 10001
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 SECRET_ENV = re.compile(r"(SECRET|PASSWORD|ACCESS_KEY|API_KEYS|TOKEN)", re.I)
 PRIVATE_V4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"]
+METRICS_PORT = 9464
+# TALKSERVE_* variables read with os.environ rather than by a settings class.
+PLAIN_ENV = {"TALKSERVE_LOG_LEVEL", "TALKSERVE_MODELS_DIR"}
 
 
 def _check_scaled_object(obj: dict) -> None:
@@ -389,6 +398,86 @@ def test_minio_and_its_setup_job(target):
     assert "mc mb --ignore-existing" in c["args"][0]
 
 
+# ------------------------------------------------------------------------------ consistency with the code
+
+def service_packages() -> set[str]:
+    """Every runnable service: a package under services/ with a __main__.py."""
+    return {p.parent.name for p in (ROOT / "services").glob("*/__main__.py")}
+
+
+def settings_classes(prefix: str) -> list[type[BaseSettings]]:
+    """The settings classes (any module of services/ or libs/store) that read env vars `prefix*`."""
+    modules = [f"services.{svc}.{mod}" for svc in sorted(service_packages()) for mod in ("settings", "server")
+               if (ROOT / "services" / svc / f"{mod}.py").is_file()]
+    found = []
+    for name in [*modules, "libs.store.settings"]:
+        for obj in vars(importlib.import_module(name)).values():
+            if (isinstance(obj, type) and issubclass(obj, BaseSettings)
+                    and obj.model_config.get("env_prefix") == prefix and obj not in found):
+                found.append(obj)
+    return found
+
+
+def test_every_service_package_is_deployed(target):
+    name, docs = target
+    packages = service_packages()
+    assert packages == TALKSERVE_DEPLOYMENTS, "services/ and the deploy tests disagree: add the new service here"
+    deployments = by_name(docs, "Deployment")
+    for svc in packages:
+        assert svc in deployments, f"{name}: services/{svc} has no Deployment"
+        _, c = deployment_container(docs, svc)
+        assert c["args"] == ["python", "-m", f"services.{svc}"]
+        assert svc == "gateway" or svc in GRPC_SERVICES, f"{svc}: port unknown to the tests"
+
+
+def test_grpc_ports_match_the_settings_defaults():
+    for svc, port in GRPC_SERVICES.items():
+        (cls,) = [c for c in settings_classes(f"TALKSERVE_{svc.upper()}_") if "port" in c.model_fields]
+        assert cls.model_fields["port"].default == port, f"{svc}: {cls.__name__}.port is not {port}"
+
+
+def test_env_names_match_the_settings_classes(target, monkeypatch):
+    """Every TALKSERVE_* variable a talkserve container gets names a field of the settings
+    class with that prefix, and the ConfigMap values parse as that class's settings."""
+    name, docs = target
+    for svc in sorted(TALKSERVE_DEPLOYMENTS):
+        _, c = deployment_container(docs, svc)
+        values = {**configmap_env(docs, c),
+                  **{k: v.get("value") for k, v in env_map(c).items()}}
+        by_prefix: dict[str, list[type[BaseSettings]]] = {}
+        for var, value in values.items():
+            if not var.startswith("TALKSERVE_") or var in PLAIN_ENV:
+                continue
+            prefix = next((p for p in (f"TALKSERVE_{svc.upper()}_", "TALKSERVE_S3_") if var.startswith(p)), None)
+            assert prefix, f"{name}: {svc} gets {var}, which no settings class of {svc} reads"
+            classes = by_prefix.setdefault(prefix, settings_classes(prefix))
+            assert classes, f"no settings class with env_prefix {prefix}"
+            field = var.removeprefix(prefix).lower()
+            assert any(field in cls.model_fields for cls in classes), \
+                f"{name}: {svc} gets {var}, not a field of {[cls.__name__ for cls in classes]}"
+            if value is not None:
+                monkeypatch.setenv(var, value)
+        for classes in by_prefix.values():
+            for cls in classes:
+                cls()  # the deployed values validate
+        for var in values:
+            monkeypatch.delenv(var, raising=False)
+
+
+def test_metrics_ports_agree(target):
+    """A gRPC service's metrics: its METRICS_PORT setting, the `metrics` container port and the
+    prometheus.io annotations name the same port."""
+    name, docs = target
+    for svc in GRPC_SERVICES:
+        dep, c = deployment_container(docs, svc)
+        env = configmap_env(docs, c)
+        assert int(env[f"TALKSERVE_{svc.upper()}_METRICS_PORT"]) == METRICS_PORT, f"{name}: {svc}"
+        assert {p["name"]: p["containerPort"] for p in c["ports"]}.get("metrics") == METRICS_PORT, f"{name}: {svc}"
+        ann = dep["spec"]["template"]["metadata"]["annotations"]
+        assert ann["prometheus.io/scrape"] == "true" and int(ann["prometheus.io/port"]) == METRICS_PORT
+        assert ann["prometheus.io/path"] == "/metrics"
+
+
 # ------------------------------------------------------------------------------ per overlay
 
 def test_dev_is_small_cpu_and_private(rendered):
@@ -407,7 +496,7 @@ def test_dev_is_small_cpu_and_private(rendered):
 
 def test_prod_model_services_get_gpus(rendered):
     docs = rendered["prod"]
-    for svc in MODEL_SERVICES:
+    for svc in GPU_SERVICES:
         dep, c = deployment_container(docs, svc)
         spec = dep["spec"]["template"]["spec"]
         assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -415,9 +504,13 @@ def test_prod_model_services_get_gpus(rendered):
         assert spec["nodeSelector"]
         assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
         assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0, "a surge pod needs a spare GPU"
-    for svc in ("gateway", "media"):
-        _, c = deployment_container(docs, svc)
+    for svc in ("gateway", "media", *CPU_MODEL_SERVICES):
+        dep, c = deployment_container(docs, svc)
+        spec = dep["spec"]["template"]["spec"]
         assert "nvidia.com/gpu" not in c["resources"]["limits"]
+        assert "nvidia.com/gpu" not in c["resources"]["requests"]
+        assert not c["image"].endswith("-gpu"), f"{svc} has no GPU image"
+        assert "nodeSelector" not in spec and "tolerations" not in spec, f"{svc} is kept off GPU nodes"
 
 
 def test_prod_autoscales_model_services_on_queue_depth(rendered):
@@ -472,6 +565,17 @@ def _selects(selector: dict, labels: dict) -> bool:
     return selector.get("matchLabels", {}).items() <= labels.items() and not selector.get("matchExpressions")
 
 
+def _matches(selector: dict, labels: dict) -> bool:
+    """A pod selector with matchLabels and `In` matchExpressions against a label set."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", f"unhandled selector operator {expr['operator']}"
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
 def _policies_for(policies, labels, kind):
     return [p for p in policies if kind in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], labels)]
 
@@ -504,6 +608,14 @@ def test_prod_network_policies(rendered):
         for peer in peers:
             assert peer != "any" and set(peer) == {"podSelector"}, f"{svc}: open to {peer}"
             assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "gateway"}}
+    # Prometheus (monitoring namespace) may scrape every gRPC service's metrics port.
+    for svc in GRPC_SERVICES:
+        lab = labels[svc]
+        scrape = [rule for p in policies if "Ingress" in p["spec"]["policyTypes"]
+                  and _matches(p["spec"]["podSelector"], lab) for rule in p["spec"].get("ingress", [])
+                  if METRICS_PORT in [pt["port"] for pt in rule.get("ports", [])]]
+        assert any(peer.get("namespaceSelector") == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+                   for rule in scrape for peer in rule.get("from", [])), f"{svc}: metrics not scrapable"
     # Only talkserve pods reach MinIO, on 9000 only.
     peers = _allowed_ingress_peers(policies, labels["minio"], 9000)
     assert peers and all(p != "any" and p == {"podSelector": {"matchLabels": {
