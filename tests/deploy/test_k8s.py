@@ -43,8 +43,12 @@ TALKSERVE_DEPLOYMENTS = {"gateway", "media", *MODEL_SERVICES}
 GATEWAY_PORTS = {"http": 8000, "http-echomimic": 7688}
 RUN_AS_UID = 10001
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
-SECRET_ENV = re.compile(r"(SECRET|PASSWORD|ACCESS_KEY|API_KEYS|TOKEN)", re.I)
-PRIVATE_V4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"]
+SECRET_ENV = re.compile(r"(SECRET|PASSWORD|ACCESS_KEY|API_KEYS?|TOKEN)", re.I)
+PRIVATE_V4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8",
+              "100.64.0.0/10"]
+PRIVATE_V6 = ["fc00::/7", "fe80::/10", "::1/128"]
+# Pods that may reach public addresses: media (URL inputs), gateway (chat model, webhooks).
+INTERNET_EGRESS = {"media", "gateway"}
 METRICS_PORT = 9464
 # TALKSERVE_* variables read with os.environ rather than by a settings class.
 PLAIN_ENV = {"TALKSERVE_LOG_LEVEL", "TALKSERVE_MODELS_DIR"}
@@ -360,21 +364,26 @@ def test_secrets_come_from_secret_key_refs(target):
 
 
 def test_referenced_secrets_exist_or_are_documented(target):
+    """Required Secrets: generated in dev, documented elsewhere. Optional ones (a feature that
+    is off without them) are always documented and never generated."""
     name, docs = target
-    refs = set()
+    refs, optional = set(), set()
     for _, spec in pod_specs(docs):
         for c in containers(spec):
             for var in c.get("env", []):
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    refs.add(ref["name"])
+                    (optional if ref.get("optional") else refs).add(ref["name"])
+    assert not refs & optional, f"{name}: {refs & optional} both required and optional"
     readme = (ROOT / "deploy" / "README.md").read_text()
+    generated = {s["metadata"]["name"] for s in of_kind(docs, "Secret")}
+    assert not optional & generated, f"{name}: optional Secrets are never generated"
     if name == "dev":
-        assert refs <= {s["metadata"]["name"] for s in of_kind(docs, "Secret")}
-    else:
-        for secret in refs:
-            assert f"kubectl create secret generic {secret}" in readme or \
-                f"kubectl -n talkserve create secret generic {secret}" in readme, secret
+        assert refs <= generated
+    for secret in optional if name == "dev" else refs | optional:
+        assert f"kubectl create secret generic {secret}" in readme or \
+            f"kubectl -n talkserve create secret generic {secret}" in readme, secret
+        assert f"`{secret}`" in readme.split("## 3.")[0], f"{secret}: not in the secrets table (section 2)"
 
 
 def test_gateway_is_scraped_by_prometheus(target):
@@ -631,21 +640,72 @@ def test_prod_network_policies(rendered):
             assert any(set(peer) == {"podSelector"} and _selects(peer["podSelector"], labels["minio"])
                        for r in egress for peer in r.get("to", [])
                        if 9000 in [p["port"] for p in r.get("ports", [])]), f"{name}: cannot reach minio"
-    # Only the media service reaches the internet, on 80/443, never private ranges.
+    # Only media and the gateway reach the internet, on 80/443, never private ranges.
     for name, lab in labels.items():
-        blocks = [(peer["ipBlock"], rule) for p in _policies_for(policies, lab, "Egress")
-                  for rule in p["spec"].get("egress", []) for peer in rule.get("to", []) if "ipBlock" in peer]
-        if name != "media":
+        blocks = _ip_blocks(policies, lab)
+        if name not in INTERNET_EGRESS:
             assert not blocks, f"{name} may reach outside the cluster"
             continue
-        assert blocks
+        assert blocks, f"{name} cannot reach the internet"
         for block, rule in blocks:
-            assert sorted(p["port"] for p in rule["ports"]) == [80, 443]
-            net = ipaddress.ip_network(block["cidr"])
-            excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
-            if net.version == 4:
-                for private in map(ipaddress.ip_network, PRIVATE_V4):
-                    assert any(private.subnet_of(e) for e in excepted), f"media may reach {private}"
-            else:
-                for private in map(ipaddress.ip_network, ["fc00::/7", "fe80::/10", "::1/128"]):
-                    assert any(private.subnet_of(e) for e in excepted), f"media may reach {private}"
+            assert sorted(p["port"] for p in rule["ports"]) == [80, 443], f"{name}: ports"
+            _assert_public_only(name, block)
+
+
+def _ip_blocks(policies, labels):
+    """(ipBlock, egress rule) for every ipBlock peer that pods with `labels` may reach."""
+    return [(peer["ipBlock"], rule) for p in _policies_for(policies, labels, "Egress")
+            for rule in p["spec"].get("egress", []) for peer in rule.get("to", []) if "ipBlock" in peer]
+
+
+def _assert_public_only(name, block):
+    net = ipaddress.ip_network(block["cidr"])
+    excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
+    for private in map(ipaddress.ip_network, PRIVATE_V4 if net.version == 4 else PRIVATE_V6):
+        if private.overlaps(net):
+            inside = private if private.subnet_of(net) else net  # what of `private` the block allows
+            assert any(inside.subnet_of(e) for e in excepted), f"{name} may reach {inside}"
+
+
+def test_prod_gateway_reaches_public_https(rendered):
+    """The EchOfU chat's model and webhooks: the gateway may open TCP 443 to public IPv4 and
+    IPv6 addresses, with every private, CGNAT and link-local range excepted, through the same
+    blocks as the media service's."""
+    docs = rendered["prod"]
+    policies = of_kind(docs, "NetworkPolicy")
+    labels = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+              for d in of_kind(docs, "Deployment")}
+    blocks = [(block, rule) for block, rule in _ip_blocks(policies, labels["gateway"])
+              if {"protocol": "TCP", "port": 443} in rule.get("ports", [])]
+    assert blocks, "the gateway has no egress rule to TCP 443 outside the cluster"
+    cidrs = {block["cidr"] for block, _ in blocks}
+    assert {"0.0.0.0/0", "::/0"} <= cidrs, f"the gateway's 443 rule covers only {cidrs}"
+    for block, _ in blocks:
+        _assert_public_only("gateway", block)
+        assert block.get("except"), f"gateway: {block['cidr']} excepts nothing"
+    # One shape for every pod that reaches the internet.
+    media = sorted((b["cidr"], sorted(b.get("except", []))) for b, _ in _ip_blocks(policies, labels["media"]))
+    gateway = sorted((b["cidr"], sorted(b.get("except", []))) for b, _ in blocks)
+    assert gateway == media, "the gateway's and the media service's internet blocks differ"
+
+
+def test_gateway_llm_settings(target):
+    """The chat's key comes only from the optional Secret talkserve-llm; its URL and model are
+    in the gateway ConfigMap, empty by default (the chat answers 503), and validate."""
+    name, docs = target
+    _, c = deployment_container(docs, "gateway")
+    env = env_map(c)
+    assert env["TALKSERVE_GATEWAY_LLM_API_KEY"] == {"name": "TALKSERVE_GATEWAY_LLM_API_KEY", "valueFrom": {
+        "secretKeyRef": {"name": "talkserve-llm", "key": "api-key", "optional": True}}}, name
+    for cm in of_kind(docs, "ConfigMap"):
+        assert "TALKSERVE_GATEWAY_LLM_API_KEY" not in cm.get("data", {}), f"{name}: LLM key in a ConfigMap"
+    assert not any("LLM" in (ref.get("secretRef") or {}).get("name", "").upper()
+                   for ref in c.get("envFrom", []))
+    config = configmap_env(docs, c)
+    assert config["TALKSERVE_GATEWAY_LLM_BASE_URL"] == "" and config["TALKSERVE_GATEWAY_LLM_MODEL"] == "", \
+        f"{name}: the chat model is deployment-specific; the committed default is off"
+    from services.gateway.settings import GatewaySettings
+    settings = GatewaySettings(llm_base_url=config["TALKSERVE_GATEWAY_LLM_BASE_URL"],
+                               llm_model=config["TALKSERVE_GATEWAY_LLM_MODEL"])
+    assert not settings.llm_base_url and not settings.llm_model
+    assert settings.llm_api_key.get_secret_value() == ""  # no Secret: no Authorization header
