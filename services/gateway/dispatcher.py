@@ -400,7 +400,7 @@ class Dispatcher:
             self._count(held, status, code)
 
         def mutate(rec):
-            if rec.finished:
+            if rec.finished or rec.owner != self.settings.gateway_id:
                 return False
             rec.status = status
             rec.message = message
@@ -410,6 +410,17 @@ class Dispatcher:
             rec.lease_until = None
 
         self.tasks.update(held.record.id, mutate)
+
+    def _abandon(self, task_id: str) -> None:
+        """Another gateway holds the task now (or it is gone): stop here, recording nothing."""
+        with self._cond:
+            held = self.held.pop(task_id, None)
+            for queue in self.queues.values():
+                for item in [i for i in queue if i.task_id == task_id]:
+                    queue.remove(item)
+            runs = list(held.runs.values()) if held else []
+        for run in runs:
+            run.cancel(handback=True)
 
     def _retry(self, held: Held, run: Run, reason: str, counts: bool = True) -> None:
         """Run the unit again, or fail the task once it has used up its attempts."""
@@ -427,6 +438,8 @@ class Dispatcher:
         log.warning("task %s: attempt %d failed (%s); queued again", held.record.id, attempts, reason)
 
         def mutate(rec):
+            if rec.finished or rec.owner != self.settings.gateway_id:
+                return False
             rec.attempts = max(rec.attempts, attempts + 1)
             rec.message = f"Retrying after an error: {reason}"
 
@@ -458,7 +471,7 @@ class Dispatcher:
                         status = self.tasks.peek(task_id).status
                 except (LeaseLost, TaskNotFound):
                     log.warning("task %s is no longer ours; stopping it here", task_id)
-                    self.cancel(task_id)
+                    self._abandon(task_id)
                     continue
                 except Exception:  # noqa: BLE001 - next round tries again
                     log.warning("could not renew the lease of %s", task_id, exc_info=True)

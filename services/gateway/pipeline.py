@@ -79,7 +79,8 @@ class Retryable(Exception):
 
 
 class HandedBack(Exception):
-    """This gateway is shutting down: the unit stops here and another gateway runs it."""
+    """The unit stops here and another gateway runs it: this one is shutting down, or lost
+    the task's lease to another gateway."""
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Pipeline:
         def mutate(rec: TaskRecord) -> bool | None:
             if rec.finished:
                 return False
+            self._check_owner(rec)
             if progress is not None:
                 rec.progress = max(rec.progress, min(progress, 1.0))
             if message is not None:
@@ -142,6 +144,11 @@ class Pipeline:
                 rec.started_at = utcnow()
 
         return self.tasks.update(task_id, mutate)
+
+    def _check_owner(self, rec: TaskRecord) -> None:
+        """Stop a write from a gateway whose lease ran out and was taken over (a stalled one)."""
+        if rec.owner != self.settings.gateway_id:
+            raise HandedBack(f"task {rec.id} is held by {rec.owner or 'nobody'} now")
 
     def media(self, method: str, request, run: Run):
         run.check()
@@ -309,6 +316,7 @@ class Pipeline:
         report(1.0, "")
 
         def mutate(rec: TaskRecord) -> None:
+            self._check_owner(rec)
             rec.outputs[f"segment_{seg}"] = out
             rec.engine = result.engine
 

@@ -7,8 +7,10 @@ import pytest
 import requests
 
 from libs.store.client import ObjectStore
-from libs.tasks import TaskStatus, TaskStore
+from libs.tasks import TaskRecord, TaskStatus, TaskStore
+from services.gateway.pipeline import HandedBack, Pipeline
 from services.gateway.retention import sweep
+from services.gateway.settings import GatewaySettings
 from tests import servers
 
 
@@ -138,3 +140,23 @@ def test_a_second_gateway_finishes_what_a_stopped_one_held(seaweed, portrait, sp
         assert record.status == TaskStatus.PENDING and record.owner is None
         with servers.gateway(back) as second:
             assert _wait_status(second, task, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+
+
+def test_a_gateway_whose_task_was_taken_over_writes_nothing_more(stack):
+    """A gateway that stalled past its lease must not overwrite what the new holder does."""
+    _, back = stack
+    store = ObjectStore(back.store_settings)
+    tasks = TaskStore(store)
+    stalled = Pipeline(GatewaySettings(gateway_id="gw-stalled"), None, tasks, store)
+    rec = tasks.create(TaskRecord(kind="dicetalk", api="dicetalk"))
+    assert tasks.claim(rec.id, "gw-stalled", 0.05)
+    stalled.set(rec.id, 0.3, "rendering", status=TaskStatus.PROCESSING)
+    time.sleep(0.1)
+    assert tasks.claim(rec.id, "gw-new", 60)  # the lease ran out: another gateway takes over
+    with pytest.raises(HandedBack):
+        stalled.set(rec.id, 0.9, "stale progress")
+    with pytest.raises(HandedBack):
+        stalled.set(rec.id, 1.0, "done twice", status=TaskStatus.COMPLETED)
+    now, _ = tasks.get(rec.id)
+    assert now.owner == "gw-new" and now.status == TaskStatus.PROCESSING
+    assert now.progress == 0.3 and now.message == "rendering"
