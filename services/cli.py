@@ -25,6 +25,7 @@ Files can be local paths or http(s) URLs. A server that needs an API key reads i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -326,8 +327,13 @@ def describe_progress(data: dict) -> str:
     return text
 
 
-def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url, args.api_key)
+@contextlib.contextmanager
+def _client(args: argparse.Namespace) -> Iterator[Client]:
+    client = Client(args.url, args.api_key)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _follow(client: Client, job: dict) -> dict:
@@ -413,8 +419,7 @@ def _submit(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise CliError(f"--set takes NAME=VALUE, not {item!r}")
         fields[key.strip()] = value
-    client = _client(args)
-    try:
+    with _client(args) as client:
         if files:
             say(f"uploading {', '.join(p.name for p in files.values())} to {client.url}...")
         job = client.create(fields, files)
@@ -423,16 +428,11 @@ def _submit(args: argparse.Namespace) -> int:
             out(job["id"])
             return 0
         return _finish(client, _follow(client, job), args)
-    finally:
-        client.close()
 
 
 def _status(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
+    with _client(args) as client:
         job = client.request("GET", f"/v1/jobs/{args.job_id}")
-    finally:
-        client.close()
     if args.json:
         out(json.dumps(job, indent=2))
         return 0
@@ -449,47 +449,35 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
+    with _client(args) as client:
         job = client.request("GET", f"/v1/jobs/{args.job_id}")
         if job["status"] not in FINAL:
             job = _follow(client, job)
         return _finish(client, job, args)
-    finally:
-        client.close()
 
 
 def _download(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
+    with _client(args) as client:
         job = client.request("GET", f"/v1/jobs/{args.job_id}")
         if job["status"] not in FINAL:
             raise CliError(f"job {job['id']} is {job['status'].lower()}; `talkserve wait {job['id']}` "
                            "follows it and downloads the video when it is done")
         return _finish(client, job, args)
-    finally:
-        client.close()
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
+    with _client(args) as client:
         job = client.request("POST", f"/v1/jobs/{args.job_id}/cancel")
-    finally:
-        client.close()
     say(f"job {job['id']} cancelled")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
+    with _client(args) as client:
         params = {"limit": args.limit}
         if args.status:
             params["status"] = args.status.upper()
         page = client.request("GET", "/v1/jobs", params=params)
-    finally:
-        client.close()
     if args.json:
         out(json.dumps(page, indent=2))
         return 0
