@@ -74,7 +74,9 @@ def machine_info() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        porcelain = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        # The results this run is writing do not make the measured code dirty.
+        porcelain = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                    ":(exclude)bench/results"], cwd=ROOT,
                                    capture_output=True, text=True, check=True).stdout
         dirty = bool(porcelain.strip())
     except (OSError, subprocess.CalledProcessError):
