@@ -192,3 +192,30 @@ def test_identity_of_the_face_itself_without_head_motion(render):
         for frame, pts in zip(r.video.frames, r.video.landmarks)
     ])
     assert scores.min() >= 0.9, f"head SSIM outside mouth and eyes: min {scores.min():.3f} (frame {scores.argmin()})"
+
+
+
+# ----------------------------------------------------------------------------- re-dub
+
+
+def test_redub_follows_the_new_speech_not_the_old(engine, analyzer, portrait_path, tmp_path):
+    """A talking video re-dubbed with other speech: the lips follow the new speech (r >= 0.5)
+    and no longer the speech the video was made with."""
+    old_wav, new_wav = tmp_path / "old.wav", tmp_path / "new.wav"
+    write_wav(build_speech(LIPSYNC_PARTS), old_wav)
+    write_wav(build_speech(ARTICULATION_PARTS), new_wav)
+    source, out = tmp_path / "source.mp4", tmp_path / "redub.mp4"
+    engine.generate(api.PortraitJob(image_path=str(portrait_path), audio_path=str(old_wav), out_path=str(source),
+                                    fps=FPS, min_resolution=512))
+    result = engine.redub(api.RedubJob(video_path=str(source), audio_path=str(new_wav), out_path=str(out),
+                                       mask_out_path=str(tmp_path / "mask.mp4")))
+    video = analysis.analyze_video(out, analyzer)
+    assert video.n_frames == result.frames and video.face_found.all()
+    n = video.n_frames
+    r_new = analysis.lip_sync_correlation(video.opening, analysis.audio_loudness(new_wav, video.fps, n))
+    # The source video loops when the new speech is longer: so does its old speech.
+    old = analysis.audio_loudness(old_wav, video.fps, result.extra["source_frames"])
+    r_old = analysis.lip_sync_correlation(video.opening, np.resize(old, n))
+    print(f"\nre-dub lip sync: r = {r_new:.2f} with the new speech, {r_old:.2f} with the old")
+    assert r_new >= 0.5, r_new
+    assert r_new > r_old + 0.2, (r_new, r_old)
