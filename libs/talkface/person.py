@@ -285,8 +285,9 @@ def _mask(canon_mean: np.ndarray, chin_max: float, box, iod: float) -> np.ndarra
 
 def build_person_model(face: FaceAnalyzer, video_path: str | os.PathLike, out_dir: str | os.PathLike,
                        options: TrainOptions | None = None, progress: Optional[ProgressFn] = None,
-                       should_stop: Optional[StopFn] = None) -> PersonModelInfo:
-    """Build a person model from `video_path` into `out_dir` (the files of MODEL_FILES)."""
+                       should_stop: Optional[StopFn] = None, threads: int = 2) -> PersonModelInfo:
+    """Build a person model from `video_path` into `out_dir` (the files of MODEL_FILES);
+    `threads` is what the video encoder may use."""
     opts = options or TrainOptions()
     t0 = time.perf_counter()
     out = pathlib.Path(out_dir)
@@ -327,7 +328,7 @@ def build_person_model(face: FaceAnalyzer, video_path: str | os.PathLike, out_di
     # Pass 2: cut the atlas patches and write the background clip.
     report = _Reporter(progress, "encode", len(marks))
     base_jpegs: list[bytes] = []
-    writer = VideoWriter(out / BASE_VIDEO_FILE, ow, oh, reader.fps, threads=2)
+    writer = VideoWriter(out / BASE_VIDEO_FILE, ow, oh, reader.fps, threads=threads)
     try:
         for i, rgb in enumerate(reader):
             if i >= len(marks):
@@ -508,8 +509,9 @@ class _Compositor:
 
 def generate_person_video(model_dir: str | os.PathLike, audio_path: str | os.PathLike,
                           out_path: str | os.PathLike, progress: Optional[ProgressFn] = None,
-                          should_stop: Optional[StopFn] = None) -> RenderResult:
-    """Re-dub the person's background clip from `audio_path`; writes a silent MP4 to `out_path`."""
+                          should_stop: Optional[StopFn] = None, threads: int = 2) -> RenderResult:
+    """Re-dub the person's background clip from `audio_path`; writes a silent MP4 to `out_path`.
+    `threads` is what the video encoder may use."""
     t0 = time.perf_counter()
     if progress:
         progress(Progress("analyse", 0, 2, "Loading the person model..."))
@@ -526,7 +528,7 @@ def generate_person_video(model_dir: str | os.PathLike, audio_path: str | os.Pat
     w, h = reader.width - reader.width % 2, reader.height - reader.height % 2
     comp = _Compositor(model, w, h)
     report = _Reporter(progress, "render", n)
-    writer = VideoWriter(out_path, w, h, reader.fps, threads=2)
+    writer = VideoWriter(out_path, w, h, reader.fps, threads=threads)
     nb = len(model.base_from_canon)
     loops = 0
     try:

@@ -157,7 +157,8 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
                 video = self._staging.fetch(request.video, tmp / "video")
                 out = tmp / "model"
                 with self._engines.engine() as engine:
-                    info = person.build_person_model(engine.face, video, out, options, progress, should_stop)
+                    info = person.build_person_model(engine.face, video, out, options, progress, should_stop,
+                                                     threads=self._settings.engine_threads)
                 has_voice = _voice_profile_of(video, out / VOICE_PROFILE_FILE)
                 progress(api.Progress("upload", 0, 1, "Saving the person model..."))
                 names = [n for n in person.MODEL_FILES if n != person.MODEL_FILE]
@@ -193,7 +194,8 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
                 for name in person.MODEL_FILES:
                     self._staging.fetch(common_pb2.ObjectRef(key=prefix + name), model_dir / name)
                 audio = self._staging.fetch(request.audio, tmp / "audio.wav")
-                result = person.generate_person_video(model_dir, audio, tmp / "video.mp4", progress, should_stop)
+                result = person.generate_person_video(model_dir, audio, tmp / "video.mp4", progress, should_stop,
+                                                      threads=self._settings.engine_threads)
                 progress(api.Progress("upload", 0, 1, "Saving video..."))
                 self._staging.publish(tmp / "video.mp4", request.output)
                 return result
