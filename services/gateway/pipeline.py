@@ -16,7 +16,7 @@ import grpc
 
 from libs.grpcutil.errors import error_code_of
 from libs.store.client import NotFound, ObjectStore
-from libs.tasks import TaskRecord, TaskStatus, TaskStore, utcnow
+from libs.tasks import LeaseLost, TaskRecord, TaskStatus, TaskStore, utcnow
 from services.gateway.cache import remember
 from services.gateway.clients import Clients, Replica
 from services.gateway.keys import ref, task_key
@@ -179,6 +179,12 @@ class Pipeline:
         """Call a model replica's streaming RPC, reporting its progress as it comes; its result."""
         last_write = 0.0
         run.check()
+        # Confirm the task is still ours right before the expensive part: a step that stalled
+        # past the lease (a store outage, say) may find another gateway already rendering it.
+        try:
+            self.tasks.renew(run.record.id, self.settings.gateway_id, self.settings.lease_seconds)
+        except LeaseLost as exc:
+            raise HandedBack(str(exc)) from exc
         try:
             call = getattr(run.replica.model, method)(request, timeout=self.settings.rpc_timeout_seconds)
             run.call = call

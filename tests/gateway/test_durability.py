@@ -1,5 +1,6 @@
 """Task lifecycle guarantees inside one process: idempotency, cache, cancel, order, retention, hand-over."""
 
+import threading
 import time
 from datetime import timedelta
 
@@ -8,9 +9,11 @@ import requests
 
 from libs.store.client import ObjectStore
 from libs.tasks import TaskRecord, TaskStatus, TaskStore
-from services.gateway.pipeline import HandedBack, Pipeline
+from services.gateway.keys import ref
+from services.gateway.pipeline import HandedBack, Pipeline, Run
 from services.gateway.retention import sweep
 from services.gateway.settings import GatewaySettings
+from talkserve.dicetalk.v1 import dicetalk_pb2
 from tests import servers
 
 
@@ -157,6 +160,11 @@ def test_a_gateway_whose_task_was_taken_over_writes_nothing_more(stack):
         stalled.set(rec.id, 0.9, "stale progress")
     with pytest.raises(HandedBack):
         stalled.set(rec.id, 1.0, "done twice", status=TaskStatus.COMPLETED)
+    # Nor does it start rendering: that would render the task twice.
+    run = Run(record=rec, replica=None, stop=threading.Event())
+    with pytest.raises(HandedBack):
+        stalled.render(run, "Synthesize", dicetalk_pb2.SynthesizeRequest(output=ref(f"tasks/{rec.id}/out.mp4")),
+                       0.1, 0.9, lambda f, m: None)
     now, _ = tasks.get(rec.id)
     assert now.owner == "gw-new" and now.status == TaskStatus.PROCESSING
     assert now.progress == 0.3 and now.message == "rendering"
