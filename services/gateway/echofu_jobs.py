@@ -161,7 +161,6 @@ def _render_person(pipeline: Pipeline, run: Run, audio_key: str, lo: float, hi: 
     pipeline.set(tid, hi, "Adding audio...")
     out = static_key(p["video_path"])
     pipeline.media("Mux", media_pb2.MuxRequest(video=ref(silent), audio=ref(audio_key), destination=ref(out)), run)
-    pipeline.store.delete_prefix(task_key(tid, "work") + "/")
     return out, result
 
 

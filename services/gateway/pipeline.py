@@ -143,7 +143,12 @@ class Pipeline:
             if rec.status == TaskStatus.PROCESSING and rec.started_at is None:
                 rec.started_at = utcnow()
 
-        return self.tasks.update(task_id, mutate)
+        record = self.tasks.update(task_id, mutate)
+        if fields.get("status") == TaskStatus.COMPLETED and record.status == TaskStatus.COMPLETED:
+            # Intermediate files go only once the task is final: a gateway that takes the task
+            # over before then reuses the render they hold instead of rendering it again.
+            self.store.delete_prefix(task_key(task_id, "work") + "/")
+        return record
 
     def _check_owner(self, rec: TaskRecord) -> None:
         """Stop a write from a gateway whose lease ran out and was taken over (a stalled one)."""
@@ -247,7 +252,6 @@ class Pipeline:
         out = task_key(tid, "outputs", "result.mp4")
         result = self._render_with_audio(run, method, make_request, run.record.inputs["audio"], "", out,
                                          lambda f, m: self.set(tid, f, m))
-        self.store.delete_prefix(task_key(tid, "work") + "/")
         self.complete(tid, {"video": out}, result)
 
     def _render_with_audio(self, run: Run, method: str, make_request, audio_key: str, tag: str, out: str,
@@ -339,7 +343,6 @@ class Pipeline:
             self.media("Concat", media_pb2.ConcatRequest(
                 sources=[ref(outputs[f"segment_{i}"]) for i in range(n)], destination=ref(combined)), run)
             outputs["combined"] = combined
-        self.store.delete_prefix(task_key(rec.id, "work") + "/")
         self._segment_progress.pop(rec.id, None)
         self.set(rec.id, 1.0, "All videos generated", status=TaskStatus.COMPLETED, outputs=outputs)
 
@@ -376,7 +379,6 @@ class Pipeline:
         self.set(tid, _RENDER_END, "Adding audio...")
         out = task_key(tid, "outputs", "result.mp4")
         self._mux(run, silent, rec.inputs["audio"], out)
-        self.store.delete_prefix(task_key(tid, "work") + "/")
         self.complete(tid, {"video": out, "mask": mask}, result)
 
 
