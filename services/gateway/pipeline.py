@@ -262,9 +262,32 @@ class Pipeline:
         self._normalise(run, audio_key, wav)
         silent = task_key(tid, "work", f"video{tag}.mp4")
         report(_NORMALISE, "Generating video...")
-        result = self.render(run, method, make_request(wav, silent), _NORMALISE, _RENDER_END, report)
+        return self._render_and_mux(run, method, make_request(wav, silent), audio_key, tag, silent, out, report)
+
+    def _render_and_mux(self, run: Run, method: str, request, audio_key: str, tag: str, silent: str, out: str,
+                        report) -> common_pb2.VideoResult:
+        """Render on a replica while the media service encodes the sound, then mux the two.
+
+        The mux then copies both tracks; if encoding failed, it encodes the original itself.
+        """
+        encoded = task_key(run.record.id, "work", f"audio{tag}.m4a")
+        run.check()
+        encoding = self.clients.media.EncodeAudio.future(
+            media_pb2.EncodeAudioRequest(source=ref(audio_key), destination=ref(encoded)),
+            timeout=self.settings.rpc_timeout_seconds)
+        try:
+            result = self.render(run, method, request, _NORMALISE, _RENDER_END, report)
+        except BaseException:
+            encoding.cancel()
+            raise
         report(_RENDER_END, "Adding audio...")
-        self._mux(run, silent, audio_key, out)
+        try:
+            encoding.result()
+        except grpc.RpcError as err:
+            log.warning("task %s: encoding the sound ahead failed (%s: %s); the mux encodes it",
+                        run.record.id, err.code().name, err.details())
+            encoded = audio_key
+        self._mux(run, silent, encoded, out)
         return result
 
     def complete(self, task_id: str, outputs: dict[str, str], result: common_pb2.VideoResult) -> None:
@@ -370,15 +393,13 @@ class Pipeline:
         self._normalise(run, rec.inputs["audio"], wav)
         silent, mask = task_key(tid, "work", "video.mp4"), task_key(tid, "outputs", "mask.mp4")
         self.set(tid, _NORMALISE, "Lip-syncing video...")
-        result = self.render(run, "Sync", latentsync_pb2.SyncRequest(
+        out = task_key(tid, "outputs", "result.mp4")
+        result = self._render_and_mux(run, "Sync", latentsync_pb2.SyncRequest(
             job_id=tid, video=ref(rec.inputs["video"]), audio=ref(wav), output=ref(silent),
             mask_output=ref(mask), inference_ckpt_path=p.get("inference_ckpt_path") or "",
             inference_steps=p.get("inference_steps", 20), guidance_scale=p.get("guidance_scale", 1.0),
             seed=p.get("seed", 0),
-        ), _NORMALISE, _RENDER_END, lambda f, m: self.set(tid, f, m))
-        self.set(tid, _RENDER_END, "Adding audio...")
-        out = task_key(tid, "outputs", "result.mp4")
-        self._mux(run, silent, rec.inputs["audio"], out)
+        ), rec.inputs["audio"], "", silent, out, lambda f, m: self.set(tid, f, m))
         self.complete(tid, {"video": out, "mask": mask}, result)
 
 

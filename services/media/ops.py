@@ -45,6 +45,10 @@ MUX_AUDIO_RATE = 48000
 
 NORMALIZED_RATE = 16000
 
+# Silence encode_audio() appends, so its track still covers a video that runs a little
+# past the sound (frame rounding, a requested duration).
+PREENCODE_PAD_SECONDS = 1.0
+
 # Samples in one AAC-LC frame: the encoder takes frames of exactly this size.
 AAC_FRAME_SAMPLES = 1024
 
@@ -327,12 +331,87 @@ def _packet_spans(container, audio_frame: int = 0) -> dict[str, tuple[Fraction, 
     return spans
 
 
+def _aac_layout(channels: int) -> str:
+    return "mono" if channels == 1 else "stereo"
+
+
+def _add_aac_stream(out, rate: int, layout: str):
+    # The fast coder takes half the CPU of the default (twoloop) one; at 128 kb/s speech
+    # keeps its sound (tests/media/test_media_ops.py compares it with the input).
+    stream = out.add_stream("aac", rate=rate, layout=layout, options={"aac_coder": "fast"})
+    stream.bit_rate = 128_000
+    return stream
+
+
+def encode_audio(src: str, dst: str, pad_seconds: float = PREENCODE_PAD_SECONDS) -> float:
+    """Write `dst`: the audio of `src` as the AAC track mux() would make (48 kHz, whole
+    frames), followed by `pad_seconds` of silence; return the seconds of sound it holds.
+
+    mux() copies the packets of such a file instead of encoding the audio again, so a
+    pipeline can encode the sound while the picture renders and mux in a stream copy.
+    """
+    with _open(src) as ain:
+        astream = _audio_stream(ain)
+        if astream is None:
+            raise MediaError("the audio input holds no audio stream", code="wrong_media_kind")
+        layout = _aac_layout(astream.codec_context.channels)
+    rate = MUX_AUDIO_RATE
+    sound = sum(block.shape[1] for block in _iter_audio(src, "fltp", "mono", rate))
+    if sound == 0:
+        raise MediaError("the audio holds no samples")
+    frames = -(-(sound + int(round(pad_seconds * rate))) // AAC_FRAME_SAMPLES)
+    try:
+        with av.open(os.fspath(dst), "w", format="mp4") as out:
+            stream = _add_aac_stream(out, rate, layout)
+            for packet in _aac_packets(src, stream, rate, layout, frames * AAC_FRAME_SAMPLES, Fraction(0)):
+                out.mux(packet)
+    except (av.FFmpegError, ValueError) as exc:
+        raise MediaError(f"cannot encode this audio: {_reason(exc)}") from exc
+    return sound / rate
+
+
+def _copyable_aac(container, astream, frames: int) -> list | None:
+    """The packets of an AAC track in mux()'s format holding at least `frames` whole frames:
+    its encoder-delay packets and then `frames` frames; None when the track must be
+    encoded instead (another codec or rate, a gap, or too short)."""
+    if astream is None or _video_stream(container) is not None:
+        return None
+    ctx = astream.codec_context
+    if (ctx.name != "aac" or ctx.sample_rate != MUX_AUDIO_RATE or ctx.channels not in (1, 2)
+            or astream.time_base != Fraction(1, MUX_AUDIO_RATE)):
+        return None
+    packets, counted, expect = [], 0, None
+    for packet in container.demux(astream):
+        if packet.dts is None or packet.pts is None:
+            continue
+        if not packet.is_discard:
+            if packet.duration != AAC_FRAME_SAMPLES or (expect is not None and packet.pts != expect):
+                return None  # a short frame (the end of the sound) or a gap
+            expect = packet.pts + AAC_FRAME_SAMPLES
+            counted += 1
+        packets.append(packet)
+        if counted == frames:
+            return packets
+    return None
+
+
+def _moved(packets: list, stream, start: Fraction) -> Iterator[av.Packet]:
+    """`packets` on `stream`, shifted so the first frame that is heard starts at `start`."""
+    shift = int(round(start * MUX_AUDIO_RATE)) - next(p.pts for p in packets if not p.is_discard)
+    for packet in packets:
+        packet.pts += shift
+        packet.dts += shift
+        packet.stream = stream
+        yield packet
+
+
 def mux(video: str, audio: str, dst: str) -> MediaInfo:
     """Write `dst`: the video stream of `video` copied as is, plus `audio` encoded to AAC.
 
     The audio is cut or padded with silence to the video's duration, rounded up to a
     whole AAC frame (under 22 ms), so both tracks end together; the file is written with
-    its index first (+faststart) for streaming.
+    its index first (+faststart) for streaming. Audio from encode_audio() that covers the
+    video is copied, not encoded again.
     """
     with _open(video) as vin:
         vstream = _video_stream(vin)
@@ -354,7 +433,7 @@ def mux(video: str, audio: str, dst: str) -> MediaInfo:
             raise MediaError("the audio input holds no audio stream", code="wrong_media_kind")
         src_channels = astream.codec_context.channels
     rate = MUX_AUDIO_RATE
-    layout = "mono" if src_channels == 1 else "stereo"
+    layout = _aac_layout(src_channels)
     # Whole AAC frames only: a short last frame still decodes to a whole one, so a clip
     # whose sound ended mid-frame would carry a hidden tail that shifts everything after
     # it when clips are joined by stream copy.
@@ -362,14 +441,17 @@ def mux(video: str, audio: str, dst: str) -> MediaInfo:
     total = frames * AAC_FRAME_SAMPLES
 
     try:
-        with _open(video) as vin, av.open(
+        with _open(video) as vin, _open(audio) as ain, av.open(
             os.fspath(dst), "w", format="mp4", container_options={"movflags": "+faststart"}
         ) as out:
             vstream = _video_stream(vin)
             ov = out.add_stream_from_template(vstream)
-            oa = out.add_stream("aac", rate=rate, layout=layout)
-            oa.bit_rate = 128_000
-            audio_packets = _aac_packets(audio, oa, rate, layout, total, start=v_start)
+            copied = _copyable_aac(ain, _audio_stream(ain), frames)
+            if copied is not None:
+                audio_packets = _moved(copied, out.add_stream_from_template(_audio_stream(ain)), v_start)
+            else:
+                oa = _add_aac_stream(out, rate, layout)
+                audio_packets = _aac_packets(audio, oa, rate, layout, total, start=v_start)
             pending = next(audio_packets, None)
             for packet in vin.demux(vstream):
                 if packet.dts is None:

@@ -228,6 +228,16 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
         return media_pb2.NormalizeAudioResponse(duration_seconds=duration, pcm_sha256=pcm_sha256)
 
     @_rpc
+    def EncodeAudio(self, request: media_pb2.EncodeAudioRequest, context) -> media_pb2.EncodeAudioResponse:
+        dest_key = self._key(request.destination, "destination")
+        with self._workdir() as tmp:
+            src = self._download(request.source, "source", os.path.join(tmp, "source"))
+            out = os.path.join(tmp, "audio.m4a")
+            duration = ops.encode_audio(src, out)
+            self._upload(out, dest_key, "audio/mp4")
+        return media_pb2.EncodeAudioResponse(duration_seconds=duration, padding_seconds=ops.PREENCODE_PAD_SECONDS)
+
+    @_rpc
     def Mux(self, request: media_pb2.MuxRequest, context) -> media_pb2.MuxResponse:
         dest_key = self._key(request.destination, "destination")
         with self._workdir() as tmp:

@@ -184,6 +184,57 @@ def test_mux_copies_the_video_and_fits_the_audio_to_it(media, files, new_ref, tm
         assert np.sqrt(np.mean(tail**2)) < 1e-3  # padded with silence
 
 
+def _encode_then_mux(media, files, new_ref, tmp_path, audio_name):
+    encoded = new_ref("audio.m4a")
+    enc = media.stub.EncodeAudio(
+        media_pb2.EncodeAudioRequest(source=media.put(files[audio_name]), destination=encoded), timeout=60)
+    dest = new_ref("talk.mp4")
+    media.stub.Mux(media_pb2.MuxRequest(video=media.put(files["silent.mp4"]), audio=encoded, destination=dest),
+                   timeout=60)
+    return enc, media.get(encoded, tmp_path / "audio.m4a"), media.get(dest, tmp_path / "encoded.mp4")
+
+
+def test_mux_copies_a_track_encoded_ahead_and_it_sounds_like_encoding_at_mux_time(media, files, new_ref, tmp_path):
+    enc, m4a, out = _encode_then_mux(media, files, new_ref, tmp_path, "short.wav")
+    assert enc.duration_seconds == pytest.approx(1.2, abs=1e-3)
+    assert enc.padding_seconds == pytest.approx(1.0)
+    assert mediafiles.stream_span(m4a, "audio") >= 2.2 - 1e-3  # sound + silence
+
+    direct = new_ref("direct.mp4")
+    media.stub.Mux(media_pb2.MuxRequest(video=media.put(files["silent.mp4"]), audio=media.put(files["short.wav"]),
+                                        destination=direct), timeout=60)
+    direct_path = media.get(direct, tmp_path / "direct.mp4")
+
+    # the audio packets are the encoded file's, byte for byte: nothing was encoded again
+    copied = [p[0] for p in mediafiles.packets(out, "audio")]
+    assert copied == [p[0] for p in mediafiles.packets(m4a, "audio")][: len(copied)]
+    assert mediafiles.stream_span(out, "audio") == pytest.approx(mediafiles.stream_span(direct_path, "audio"), abs=1e-6)
+    assert mediafiles.stream_span(out, "video") == pytest.approx(2.0, abs=1e-6)
+    a, b = decode_mono(out), decode_mono(direct_path)
+    assert a.size == b.size
+    assert np.corrcoef(a[:19200], b[:19200])[0, 1] > 0.99  # the tone, in the same place
+    assert dominant_hz(decode_mono(out, 0.2, 1.0), 16000) == pytest.approx(440, abs=5)
+    assert np.sqrt(np.mean(decode_mono(out, 1.3, 2.0) ** 2)) < 1e-3  # silence after the sound
+
+
+def test_mux_encodes_afresh_when_the_track_encoded_ahead_ends_before_the_video(media, new_ref, tmp_path):
+    files = {"blip.wav": tmp_path / "blip.wav", "silent.mp4": tmp_path / "silent.mp4"}
+    mediafiles.write_wav(files["blip.wav"], 0.5, rate=16000, freq=440)  # 0.5 s + 1 s of padding < 2 s of video
+    mediafiles.write_video(files["silent.mp4"], 2.0)
+    _, m4a, out = _encode_then_mux(media, files, new_ref, tmp_path, "blip.wav")
+    assert mediafiles.stream_span(m4a, "audio") < 2.0
+    assert mediafiles.stream_span(out, "audio") == pytest.approx(2.0, abs=0.022)
+    assert dominant_hz(decode_mono(out, 0.1, 0.45), 16000) == pytest.approx(440, abs=5)
+    assert np.sqrt(np.mean(decode_mono(out, 0.7, 2.0) ** 2)) < 1e-3
+
+
+def test_encode_audio_of_a_file_without_sound_is_a_clear_error(media, files, new_ref):
+    err = rpc_error(media.stub.EncodeAudio, media_pb2.EncodeAudioRequest(
+        source=media.put(files["silent.mp4"]), destination=new_ref("a.m4a")))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_code_of(err) == "wrong_media_kind"
+
+
 def test_mux_refuses_a_video_it_cannot_copy(media, files, new_ref):
     err = rpc_error(media.stub.Mux, media_pb2.MuxRequest(
         video=media.put(files["silent_mpeg4.mp4"]), audio=media.put(files["short.wav"]), destination=new_ref("o.mp4")))
