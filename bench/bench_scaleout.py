@@ -49,7 +49,16 @@ def server_span(st, task_ids: list[str]) -> float | None:
         return None
 
 
-def run_batch(replicas: int, jobs: int, portrait, speech, size: int, seed0: int) -> dict:
+def pin_process(pid: int, cpu: int) -> None:
+    """Keep every thread of `pid` (and so every thread it starts later) on one core."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except ProcessLookupError:
+            pass  # a thread that just ended
+
+
+def run_batch(replicas: int, jobs: int, portrait, speech, size: int, seed0: int, pin: bool = True) -> dict:
     import httpx
 
     env = {"TALKSERVE_DICETALK_SLOTS": "1", "TALKSERVE_DICETALK_ENGINE_THREADS": "1"}
@@ -59,6 +68,9 @@ def run_batch(replicas: int, jobs: int, portrait, speech, size: int, seed0: int)
         wait_all(client, warm)
         names = [f"dicetalk-{i}" for i in range(replicas)]
         pids = {n: service_pid(st, n) for n in names}
+        if pin:
+            for i, n in enumerate(names):
+                pin_process(pids[n], i % (os.cpu_count() or 1))
         pids.update(gateway=service_pid(st, "gateway"), media=service_pid(st, "media"))
         weed = getattr(getattr(st, "seaweed", None), "_proc", None)
         if weed is not None:
@@ -108,6 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=4.0, help="speech length of each job")
     ap.add_argument("--size", type=int, default=256, help="min_resolution of each job")
+    ap.add_argument("--no-pin", action="store_true", help="let replicas float over all cores")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -115,8 +128,8 @@ def main(argv=None) -> int:
         folder = pathlib.Path(tmp)
         portrait = write_portrait(folder / "portrait.png")
         speech = write_speech(folder / "speech.wav", args.seconds)
-        one = run_batch(1, args.jobs, portrait, speech, args.size, 10_000)
-        two = run_batch(2, args.jobs, portrait, speech, args.size, 20_000)
+        one = run_batch(1, args.jobs, portrait, speech, args.size, 10_000, pin=not args.no_pin)
+        two = run_batch(2, args.jobs, portrait, speech, args.size, 20_000, pin=not args.no_pin)
 
     ratio = two["jobs_per_s"] / one["jobs_per_s"]
     busy = max(one["replica_cores_busy"].values())
