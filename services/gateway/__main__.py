@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -22,12 +23,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def tune_gc() -> None:
+    """Keep the collector off the request path: a status answer makes many short-lived objects,
+    and with the default thresholds full collections of everything loaded at start (FastAPI,
+    pydantic, gRPC) ran often enough to show in the tail (p99 85-220 ms under 100 polling
+    clients and a render; 40-60 ms with the start-up objects frozen and rarer collections)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 1_000)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("TALKSERVE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = GatewaySettings()
     sockets = [bind(settings.host, port) for port in settings.ports]
-    config = uvicorn.Config(create_app(settings), log_level="info", access_log=settings.access_log,
+    app = create_app(settings)
+    tune_gc()
+    config = uvicorn.Config(app, log_level="info", access_log=settings.access_log,
                             timeout_graceful_shutdown=30)
     uvicorn.Server(config).run(sockets=sockets)
 
