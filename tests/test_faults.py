@@ -19,6 +19,7 @@ from services.stack import Stack, free_port
 from talkserve.worker.v1 import worker_pb2, worker_pb2_grpc
 
 JOBS = 40
+LATE = 10  # submitted right before the store restarts, so it has work to interrupt
 
 
 def _submit(url, portrait, speech, seed):
@@ -60,13 +61,16 @@ def _wait_held(tasks, ids, owner, timeout=60):
     """Ids of the jobs `owner` is running, once it runs at least one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        held = []
+        held, done = [], 0
         for task_id in ids:
             meta = tasks.peek(task_id)
             if meta.owner == owner and meta.status == TaskStatus.PROCESSING:
                 held.append(task_id)
+            done += meta.status == TaskStatus.COMPLETED
         if held:
             return held
+        # the fault must hit running work: if the jobs outran the test, it proves nothing
+        assert done < len(ids), f"every job finished before {owner} could be caught running one"
         time.sleep(0.05)
     raise AssertionError(f"{owner} never held a running job")
 
@@ -85,7 +89,9 @@ def _wait_completed(urls, ids, at_least, timeout):
 def test_jobs_survive_a_killed_replica_a_killed_gateway_and_a_store_restart(tmp_path):
     portrait, speech = tmp_path / "portrait.png", tmp_path / "speech.wav"
     Image.fromarray(data.astronaut()).save(portrait)
-    write_wav(synthesize("Hello, this is one of forty jobs."), speech)
+    # Long enough (about 4 s, 100 frames) that work is left for every fault to hit.
+    write_wav(synthesize("Hello, this is one of forty jobs, and each of them has a few more words to say."),
+              speech)
 
     stack = Stack(
         data_dir=tmp_path / "stack", gateway_ports=[free_port()], gateways=2,
@@ -99,7 +105,7 @@ def test_jobs_survive_a_killed_replica_a_killed_gateway_and_a_store_restart(tmp_
     )
     with stack:
         urls = stack.gateway_urls
-        ids = [_submit(urls[i % 2], portrait, speech, seed=i) for i in range(JOBS)]
+        ids = [_submit(urls[i % 2], portrait, speech, seed=i) for i in range(JOBS - LATE)]
 
         tasks = TaskStore(ObjectStore(stack.store_settings))
 
@@ -108,12 +114,12 @@ def test_jobs_survive_a_killed_replica_a_killed_gateway_and_a_store_restart(tmp_
         stack.kill("dicetalk-0")
         stack.restart("dicetalk-0")
 
-        _wait_completed(urls, ids, 14, timeout=120)
+        # the next faults follow at once: a test slower than the jobs would find nothing left
         held = _wait_held(tasks, ids, "gateway-1")
         stack.kill("gateway-1")
         stack.restart("gateway-1")
 
-        _wait_completed(urls, ids, 24, timeout=120)
+        ids += [_submit(urls[i % 2], portrait, speech, seed=i) for i in range(JOBS - LATE, JOBS)]
         stack.seaweed.restart()
 
         states = _wait_completed(urls, ids, JOBS, timeout=300)
