@@ -4,8 +4,11 @@ The output is an `api.MouthTrack` (one value per video frame). Everything runs o
 10 ms analysis grid first and is then pooled into video frames:
 
 1. loudness (RMS in dB against the clip's own speaking level) gives `energy`;
-2. PocketSphinx all-phone decoding labels the grid with English phones, each mapped to a
-   viseme target (open, width, press) in the manner of Rhubarb Lip Sync;
+2. PocketSphinx all-phone decoding (phones.py) labels the grid with English phones, each
+   mapped to a viseme target (open, width, press) in the manner of Rhubarb Lip Sync. It
+   runs on pieces of about 2.5 s cut at quiet points, and `mouth_track_stream` gives the
+   track span by span as pieces come in, so the engine renders while the rest of the
+   speech is recognised (in its recogniser process, recogniser.py);
 3. acoustic cues that hold in any language are blended in, and replace the phones
    entirely when recognition is useless (other languages): the first formant rises
    with jaw opening, the second falls with lip rounding; lips shut on a voiced murmur
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+from collections.abc import Callable, Iterator
 from typing import Optional
 
 import numpy as np
@@ -30,6 +33,7 @@ from scipy.ndimage import maximum_filter1d
 from scipy.signal import lfilter
 
 from libs.talkface import api
+from libs.talkface.phones import Phones, Recogniser, recognise_in_turn, recognise_phones  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -227,13 +231,6 @@ VISEMES: dict[str, tuple[float, float, float]] = {
     "R": (0.55, -0.5, 0.0), "K": (0.6, 0.1, 0.0), "G": (0.6, 0.1, 0.0), "NG": (0.58, 0.1, 0.0),
     "HH": (0.7, 0.0, 0.0),
 }
-_SILENCE = {"SIL", "(NULL)", "<s>", "</s>", "<sil>"}
-
-# Idle decoders, reused by whichever thread needs one next: building one costs ~0.15 s and
-# jobs run on fresh threads. A decoder is never used by two threads at once.
-_idle_decoders: list = []
-_idle_lock = threading.Lock()
-
 # Tuned on espeak-ng speech rendered by the engine and measured by analysis.py (see
 # tests/quality): correlation of lip opening with loudness against closures on M/B/P
 # and narrow lips on rounded vowels.
@@ -247,54 +244,6 @@ LABIAL_TILT_DB = 5.0  # a stop burst with more low than high energy than this is
 MAX_CLOSURE_FRAMES = 12  # a stop closure lasts at most 120 ms; longer gaps are pauses
 MURMUR_OVER_TYPICAL_DB = 3.0  # a murmur stands out this far from the speaker's vowels
 MURMUR_OTHER = 0.0  # lip closure on a murmur the recogniser heard as n, d, g, ...
-
-
-def _new_decoder():
-    from pocketsphinx import Decoder, get_model_path
-
-    model = get_model_path()
-    return Decoder(
-        hmm=os.path.join(model, "en-us", "en-us"),
-        allphone=os.path.join(model, "en-us", "en-us-phone.lm.bin"),
-        # Beams of 1e-10 instead of 1e-20 decode a quarter faster; on the quality set the
-        # phones barely change (98.7 % of the sequence) and neither do the scores (lip-sync
-        # r 0.678 -> 0.682, M/B/P and rounding both still pass by the same margins).
-        lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10,
-        # PocketSphinx's own dither draws from a generator that carries across utterances,
-        # so the same audio would give different phones; recognise_phones dithers instead.
-        dither=False,
-        loglevel="FATAL",
-    )
-
-
-def recognise_phones(samples: np.ndarray) -> list[tuple[int, int, str]]:
-    """English phones in 16 kHz speech as (start, end_exclusive, ARPAbet) on the 10 ms grid.
-
-    Silence and noise segments are returned as "SIL". Deterministic: the same samples
-    always give the same phones.
-    """
-    pcm = np.clip(samples, -1.0, 1.0) * 32767.0
-    # Digital silence (exact zeros, common in synthetic and padded audio) gives degenerate
-    # cepstra and makes the decoder call speech silence; a fixed ±1 LSB dither avoids it.
-    pcm += np.random.default_rng(0).uniform(-1.0, 1.0, pcm.shape)
-    pcm = np.clip(np.round(pcm), -32768, 32767).astype("<i2")
-    with _idle_lock:
-        dec = _idle_decoders.pop() if _idle_decoders else None
-    if dec is None:
-        dec = _new_decoder()
-    try:
-        dec.start_utt()
-        dec.process_raw(pcm.tobytes(), full_utt=True)
-        dec.end_utt()
-        phones = []
-        for seg in dec.seg():
-            word = seg.word
-            label = "SIL" if word in _SILENCE or word.startswith("+") else word
-            phones.append((int(seg.start_frame), int(seg.end_frame) + 1, label))
-    finally:
-        with _idle_lock:
-            _idle_decoders.append(dec)
-    return phones
 
 
 # --------------------------------------------------------------------------- mouth
@@ -407,13 +356,170 @@ def _gain(energy: np.ndarray) -> np.ndarray:
     return e * e * (3.0 - 2.0 * e)  # smoothstep: quiet breath noise barely moves the lips
 
 
+# Phones are recognised piece by piece, cut at the quietest 10 ms near every CHUNK_S (the
+# first piece shorter), so a caller can render the start while the rest is recognised.
+FIRST_CHUNK_S = 1.0
+CHUNK_S = 2.5
+CUT_SEARCH_S = 0.4  # how far from the nominal cut the quietest point is looked for
+SETTLE_S = 0.3  # the smoothing's reach: frames this close to unrecognised speech wait
+CONTEXT_S = 2.0  # grid a span's track is computed over on each side (the smoothing settles)
+MIN_COVERAGE = 0.4  # phones covering less of a piece's speech than this are ignored
+
+def _cuts(db: np.ndarray) -> list[int]:
+    """Grid indices where the pieces start, and the grid's end."""
+    n = len(db)
+    search = int(CUT_SEARCH_S * GRID_HZ)
+    cuts, step = [0], FIRST_CHUNK_S
+    while True:
+        nominal = cuts[-1] + int(step * GRID_HZ)
+        if nominal + search >= n:
+            break
+        lo = max(cuts[-1] + 1, nominal - search)
+        cuts.append(lo + int(np.argmin(db[lo:nominal + search])))
+        step = CHUNK_S
+    cuts.append(n)
+    return cuts
+
+
+class _TrackBuilder:
+    """The mouth track of one clip, span by span, as the phones of its pieces come in."""
+
+    def __init__(self, samples: np.ndarray, fps: float, n_frames: int):
+        f = _Features(samples)
+        self.f, self.n, self.fps, self.n_frames = f, len(f), float(fps), int(n_frames)
+        self.ac_open, self.ac_width, self.murmur = _acoustic_targets(f)
+        self.labial = _labial_closures(f)
+        self.gain = _gain(f.energy)
+        self.ph_open = np.full(self.n, np.nan, np.float32)
+        self.ph_width = np.full(self.n, np.nan, np.float32)
+        self.ph_press = np.zeros(self.n, np.float32)
+        self.trust = np.ones(self.n, np.float32)
+        # grid span of every frame: [edges[i], edges[i + 1])
+        self.edges = np.round(np.arange(self.n_frames + 1) * (GRID_HZ / self.fps)).astype(int)
+
+    def add_phones(self, phones: Phones, a: int, b: int) -> None:
+        """The phones recognised in grid [a, b); ignored there if they cover too little of
+        the speech (recognition found little where there plainly is some: another language)."""
+        o, w, p = _phone_targets(phones, self.n)
+        speaking = self.f.energy[a:b] > 0.5
+        known = ~np.isnan(o[a:b])
+        coverage = float(known[speaking].mean()) if speaking.any() else 0.0
+        if coverage < MIN_COVERAGE:
+            log.debug("phone coverage %.2f in grid %d-%d: acoustic articulation only", coverage, a, b)
+            return
+        self.ph_open[a:b], self.ph_width[a:b], self.ph_press[a:b] = o[a:b], w[a:b], p[a:b]
+        self.trust[a:b] = _murmur_trust(phones, self.n)[a:b]
+
+    def frames_before(self, grid_end: int) -> int:
+        """How many frames end at or before grid index `grid_end`."""
+        return int(np.searchsorted(self.edges[1:], grid_end, side="right"))
+
+    def span(self, f0: int, f1: int) -> api.MouthTrack:
+        """Frames [f0, f1) from the phones added so far (acoustics alone elsewhere)."""
+        c = int(CONTEXT_S * GRID_HZ)
+        w0 = max(0, min(int(self.edges[f0]), self.n) - c)
+        w1 = min(self.n, int(self.edges[f1]) + 1 + c)
+        sl = slice(w0, w1)
+        energy = self.f.energy[sl]
+        ph_open = self.ph_open[sl]
+        known = ~np.isnan(ph_open)
+        # Recognised phones and the acoustic estimate are blended, not switched: the phone
+        # gives the viseme class, the acoustics correct a wrong label's excesses.
+        wgt = np.where(known, PHONE_WEIGHT, 0.0)
+        open_t = wgt * np.nan_to_num(ph_open) + (1 - wgt) * self.ac_open[sl]
+        width_t = wgt * np.nan_to_num(self.ph_width[sl]) + (1 - wgt) * self.ac_width[sl]
+        # Lips shut where the sound says so: a labial stop's closure and burst, or a voiced
+        # murmur (m, b), unless the recogniser heard a phone that has a murmur of its own.
+        acoustic_press = np.maximum(self.labial[sl], self.murmur[sl] * self.trust[sl])
+        # A recognised M/B/P presses however loud it is, but only with some sign of a
+        # closure within 20 ms (murmur, silence, a labial burst): the recogniser also
+        # hears "m" in a "th".
+        evidence = maximum_filter1d(np.maximum(acoustic_press, (energy < 0.3).astype(np.float32)), size=5)
+        press_t = np.maximum(self.ph_press[sl] * evidence, acoustic_press)
+
+        gain = self.gain[sl]
+        open_g = open_t * gain
+        width_g = width_t * np.minimum(1.0, gain * 1.5)  # the lips relax towards rest in silence
+
+        press_s = np.clip(_damped(press_t, PRESS_TAU_S) * PRESS_BOOST, 0.0, 1.0)
+        open_s = np.clip(_damped(open_g, OPEN_TAU_S), 0.0, 1.0) * (1.0 - press_s)
+        width_s = np.clip(_damped(width_g, WIDTH_TAU_S), -1.0, 1.0)
+
+        # Mean over each video frame's span: a closure shorter than a frame shows as a
+        # partial press, so the vowels around it keep their opening.
+        pool = self._pooler(f0, f1, w0)
+        return api.MouthTrack(open=pool(open_s), width=pool(width_s), press=pool(press_s),
+                              energy=pool(energy), fps=self.fps)
+
+    def _pooler(self, f0: int, f1: int, offset: int) -> Callable[[np.ndarray], np.ndarray]:
+        """Mean of a grid window starting at `offset` over each of frames [f0, f1) (as _pool)."""
+        starts = self.edges[f0:f1]
+        inside = starts < self.n
+        starts = starts[inside]
+        ends = np.minimum(np.maximum(self.edges[f0 + 1:f1 + 1][inside], starts + 1), self.n)
+
+        def pool(grid: np.ndarray) -> np.ndarray:
+            out = np.zeros(f1 - f0, np.float32)
+            csum = np.concatenate([[0.0], np.cumsum(grid, dtype=np.float64)])
+            out[:starts.size] = (csum[ends - offset] - csum[starts - offset]) / (ends - starts)
+            return out
+
+        return pool
+
+
+def mouth_track_stream(
+    samples: np.ndarray,
+    fps: float,
+    n_frames: int,
+    *,
+    use_phones: bool = True,
+    phones: Optional[Phones] = None,
+    recognise: Recogniser = recognise_in_turn,
+) -> Iterator[tuple[int, api.MouthTrack]]:
+    """The mouth track in consecutive spans of frames, each as soon as it is final:
+    yields (first frame, track of the span); the spans cover frames 0..n_frames.
+
+    Phones are recognised in pieces by `recognise` (all pieces are handed over at once, so
+    a recogniser may work ahead); a span is final once the pieces it depends on are in.
+    The result is the same whichever recogniser runs the pieces; `mouth_track` is this
+    stream joined.
+    """
+    samples = np.asarray(samples, np.float32).reshape(-1)
+    if n_frames <= 0 or samples.size == 0:
+        zeros = np.zeros(max(n_frames, 0), np.float32)
+        yield 0, api.MouthTrack(zeros, zeros.copy(), zeros.copy(), zeros.copy(), float(fps))
+        return
+    b = _TrackBuilder(samples, fps, n_frames)
+    if phones is not None or not use_phones:
+        b.add_phones(phones or [], 0, b.n)
+        yield 0, b.span(0, b.n_frames)
+        return
+    cuts = _cuts(b.f.db)
+    pieces = [samples[a * HOP:e * HOP] for a, e in zip(cuts[:-1], cuts[1:])]
+    done = 0
+    results = recognise(pieces)
+    try:
+        for k, found in enumerate(results):
+            a, e = cuts[k], cuts[k + 1]
+            b.add_phones([(s + a, t + a, label) for s, t, label in found], a, e)
+            last = k == len(pieces) - 1
+            upto = b.n_frames if last else b.frames_before(e - int(SETTLE_S * GRID_HZ))
+            if upto > done:
+                yield done, b.span(done, upto)
+                done = upto
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
 def mouth_track(
     samples: np.ndarray,
     fps: float,
     n_frames: int,
     *,
     use_phones: bool = True,
-    phones: Optional[list[tuple[int, int, str]]] = None,
+    phones: Optional[Phones] = None,
 ) -> api.MouthTrack:
     """Articulation per video frame from 16 kHz mono speech.
 
@@ -422,59 +528,9 @@ def mouth_track(
     (start, end_exclusive, ARPAbet), e.g. from a forced alignment, instead of
     recognising one.
     """
-    samples = np.asarray(samples, np.float32).reshape(-1)
-    if n_frames <= 0:
-        empty = np.zeros(0, np.float32)
-        return api.MouthTrack(empty, empty, empty, empty, float(fps))
-    if samples.size == 0:
-        zeros = np.zeros(n_frames, np.float32)
-        return api.MouthTrack(zeros, zeros.copy(), zeros.copy(), zeros.copy(), float(fps))
-
-    f = _Features(samples)
-    n = len(f)
-    ac_open, ac_width, murmur = _acoustic_targets(f)
-
-    if phones is None and use_phones:
-        phones = recognise_phones(samples)
-    ph_open, ph_width, ph_press = _phone_targets(phones or [], n)
-    known = ~np.isnan(ph_open)
-    speaking = f.energy > 0.5
-    coverage = float(known[speaking].mean()) if speaking.any() else 0.0
-    if coverage < 0.4:
-        # Recognition found little speech where there plainly is some: do not let a
-        # wrong-language phone string drive the lips.
-        log.debug("phone coverage %.2f: acoustic articulation only", coverage)
-        known[:] = False
-        ph_press[:] = 0.0
-
-    # Recognised phones and the acoustic estimate are blended, not switched: the phone
-    # gives the viseme class, the acoustics correct a wrong label's excesses.
-    w = np.where(known, PHONE_WEIGHT, 0.0)
-    open_t = w * np.nan_to_num(ph_open) + (1 - w) * ac_open
-    width_t = w * np.nan_to_num(ph_width) + (1 - w) * ac_width
-    # Lips shut where the sound says so: a labial stop's closure and burst, or a voiced
-    # murmur (m, b), unless the recogniser heard a phone that has a murmur of its own.
-    acoustic_press = np.maximum(_labial_closures(f), murmur * _murmur_trust(phones or [], n))
-    # A recognised M/B/P presses however loud it is, but only with some sign of a
-    # closure within 20 ms (murmur, silence, a labial burst): the recogniser also
-    # hears "m" in a "th".
-    evidence = maximum_filter1d(np.maximum(acoustic_press, (f.energy < 0.3).astype(np.float32)), size=5)
-    press_t = np.maximum(ph_press * evidence, acoustic_press)
-
-    gain = _gain(f.energy)
-    open_g = open_t * gain
-    width_g = width_t * np.minimum(1.0, gain * 1.5)  # the lips relax towards rest in silence
-
-    press_s = np.clip(_damped(press_t, PRESS_TAU_S) * PRESS_BOOST, 0.0, 1.0)
-    open_s = np.clip(_damped(open_g, OPEN_TAU_S), 0.0, 1.0) * (1.0 - press_s)
-    width_s = np.clip(_damped(width_g, WIDTH_TAU_S), -1.0, 1.0)
-
-    # Mean over each video frame's span: a closure shorter than a frame shows as a
-    # partial press, so the vowels around it keep their opening.
-    return api.MouthTrack(
-        open=_pool(open_s, fps, n_frames),
-        width=_pool(width_s, fps, n_frames),
-        press=_pool(press_s, fps, n_frames),
-        energy=_pool(f.energy, fps, n_frames),
-        fps=float(fps),
-    )
+    spans = [t for _, t in mouth_track_stream(samples, fps, n_frames, use_phones=use_phones, phones=phones)]
+    if len(spans) == 1:
+        return spans[0]
+    return api.MouthTrack(*(np.concatenate([getattr(t, k) for t in spans]) for k in ("open", "width", "press",
+                                                                                        "energy")),
+                          fps=float(fps))

@@ -38,6 +38,7 @@ from .api import (
 )
 from .encode import VideoReader, VideoWriter
 from .face import FaceAnalyzer
+from .recogniser import PhoneRecogniser
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ class Engine:
         # they save, and they fight the encoder, which runs next to the render loop. One
         # thread each: 10 s at 512 px took 1.39 s of CPU instead of 1.71 s, and less time.
         cv2.setNumThreads(1)
+        # started by the first generate(): re-dubs and person models never need it
+        self.phones = PhoneRecogniser()
 
     @property
     def encoder_threads(self) -> int:
@@ -202,21 +205,29 @@ class Engine:
         if job.max_frames:
             n = max(1, min(n, int(job.max_frames)))
         samples = _pad_to(samples, n / fps)
-        track = _audio.mouth_track(samples, fps, n)
-        _check_stop(should_stop)
-        if progress:
-            progress(Progress("analyse", 2, 2, "speech analysed"))
-
-        plan = M.plan_motion(rest, track, n, emotion=job.emotion, emo_scale=job.emo_scale,
-                             seed=job.seed, dynamic_scale=job.dynamic_scale)
+        # The mouth comes span by span while the phones are recognised in the background;
+        # head motion follows the loudness, known at once.
+        spans = _audio.mouth_track_stream(samples, fps, n, recognise=self.phones)
+        silent = np.zeros(n, np.float32)
+        plan = M.plan_motion(rest, MouthTrack(silent, silent, silent, _audio.loudness_envelope(samples, fps, n),
+                                              fps),
+                             n, emotion=job.emotion, emo_scale=job.emo_scale, seed=job.seed,
+                             dynamic_scale=job.dynamic_scale)
         warper = R.Warper(img, rest)
         face_h = plan.fields.frame.height
         oh, ow = img.shape[:2]
         report = _Reporter(progress, "render", n)
         writer = VideoWriter(job.out_path, ow, oh, job.fps, threads=self.encoder_threads)
+        ready = 0
         try:
             for i in range(n):
                 _check_stop(should_stop)
+                while i >= ready:
+                    first, span = next(spans)
+                    plan.set_mouth(first, span)
+                    ready = first + len(span.open)
+                    if first == 0 and progress:
+                        progress(Progress("analyse", 2, 2, "rendering while the speech is analysed"))
                 pts = warper.clamp(plan.points(i))
                 frame = warper.warp(pts)
                 extra = plan.mouth_open_px(i)
@@ -232,6 +243,8 @@ class Engine:
         except BaseException:
             writer.abort()
             raise
+        finally:
+            spans.close()
         if progress:
             progress(Progress("encode", 1, 1, "done"))
         elapsed = time.perf_counter() - t_start

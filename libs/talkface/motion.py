@@ -356,6 +356,24 @@ class MotionPlan:
     shift: np.ndarray  # (n, 2) pixels
     scale: np.ndarray  # (n,) multiplicative
     n_frames: int
+    mouth_emotion: tuple = (0.0, 0.0, 0.0)  # the emotion's constant jaw, spread and press
+
+    def set_mouth(self, first: int, track: MouthTrack) -> None:
+        """Drive the mouth of frames first.. from `track` (a span of the speech's track);
+        frames past it keep what they had (closed at rest until set)."""
+        m = min(len(np.asarray(track.open)), self.n_frames - first)
+        if m <= 0:
+            return
+        press = np.clip(np.asarray(track.press, np.float32)[:m], 0, 1)
+        opening = np.clip(np.asarray(track.open, np.float32)[:m], 0, 1) * (1.0 - press)
+        width = np.clip(np.asarray(track.width, np.float32)[:m], -1, 1)
+        jaw, spread, pressed = self.mouth_emotion
+        sl = slice(first, first + m)
+        w = self.weights
+        w["jaw"][sl] = opening + jaw * (1.0 - opening)
+        w["spread"][sl] = np.maximum(width, 0.0) + spread * (1.0 - np.abs(width))
+        w["round"][sl] = np.maximum(-width, 0.0)
+        w["press"][sl] = np.clip(press + pressed * (1.0 - opening), 0.0, 1.0)
 
     def points(self, i: int) -> np.ndarray:
         """468x2 float32 landmark positions (image pixels) of frame i."""
@@ -388,6 +406,10 @@ class MotionPlan:
         return d
 
 
+# The actions speech drives; set by MotionPlan.set_mouth.
+_MOUTH_ACTIONS = ("jaw", "spread", "round", "press")
+
+
 def plan_motion(
     rest: np.ndarray,
     track: MouthTrack,
@@ -414,24 +436,17 @@ def plan_motion(
             a = np.concatenate([a, np.full(n - a.size, fill, np.float32)])
         return a
 
-    press = np.clip(per_frame(track.press), 0, 1)
-    opening = np.clip(per_frame(track.open), 0, 1) * (1.0 - press)
-    width = np.clip(per_frame(track.width), -1, 1)
     energy = np.clip(per_frame(track.energy), 0, 1)
 
     k = emotion_intensity(emo_scale)
     emo = {name: k * w for name, w in EMOTION_ACTIONS[emotion].items()}
-    weights: dict[str, np.ndarray] = {}
+    weights: dict[str, np.ndarray] = {name: np.zeros(n, np.float32) for name in _MOUTH_ACTIONS}
 
     def put(name, arr):
         weights[name] = weights.get(name, np.zeros(n, np.float32)) + np.asarray(arr, np.float32)
 
     # speech and a constant emotional jaw combine without exceeding full opening
-    emo_jaw = min(emo.pop("jaw", 0.0), 0.6)
-    put("jaw", opening + emo_jaw * (1.0 - opening))
-    put("spread", np.maximum(width, 0.0) + emo.pop("spread", 0.0) * (1.0 - np.abs(width)))
-    put("round", np.maximum(-width, 0.0))
-    put("press", np.clip(press + emo.pop("press", 0.0) * (1.0 - opening), 0.0, 1.0))
+    mouth_emotion = (min(emo.pop("jaw", 0.0), 0.6), emo.pop("spread", 0.0), emo.pop("press", 0.0))
 
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x7A1C]))
     blink = blink_curve(n, fps, rng) if blinks else np.zeros(n, np.float32)
@@ -457,9 +472,12 @@ def plan_motion(
         roll = yaw = pitch = np.zeros(n, np.float32)
         shift = np.zeros((n, 2), np.float32)
         scale = np.ones(n, np.float32)
-    return MotionPlan(af, weights, roll.astype(np.float32), yaw.astype(np.float32),
+    plan = MotionPlan(af, weights, roll.astype(np.float32), yaw.astype(np.float32),
                       pitch.astype(np.float32), np.asarray(shift, np.float32),
-                      np.asarray(scale, np.float32), n)
+                      np.asarray(scale, np.float32), n, mouth_emotion)
+    plan.set_mouth(0, MouthTrack(per_frame(track.open), per_frame(track.width), per_frame(track.press),
+                                 energy, fps))
+    return plan
 
 
 def inner_gap(pts: np.ndarray, frame: FaceFrame) -> float:

@@ -138,6 +138,13 @@ def _three_renders(engine, portrait_path, wav, tmp_path):
     return [np.stack(frames_of(tmp_path / n)) for n in ("a.mp4", "b.mp4", "c.mp4")]
 
 
+def one_span(track):
+    """A stand-in for audio.mouth_track_stream that gives the engine `track`, whole."""
+    def stream(*args, **kwargs):
+        yield 0, track
+    return stream
+
+
 def test_same_seed_same_frames(engine, portrait_path, speech, tmp_path, monkeypatch):
     """The image side is deterministic: same track, emotion and seed give identical frames."""
     wav, _ = speech
@@ -145,7 +152,7 @@ def test_same_seed_same_frames(engine, portrait_path, speech, tmp_path, monkeypa
     track = audio.mouth_track(samples, 24, 36)
     import libs.talkface.engine as engine_module
 
-    monkeypatch.setattr(engine_module._audio, "mouth_track", lambda *a, **k: track)
+    monkeypatch.setattr(engine_module._audio, "mouth_track_stream", one_span(track))
     a, b, c = _three_renders(engine, portrait_path, wav, tmp_path)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -218,7 +225,7 @@ def test_rounding_narrows_and_spreading_widens(engine, portrait_path, speech, tm
     for name, w in (("round", -1.0), ("rest", 0.0), ("spread", 1.0)):
         track = MouthTrack(np.full(n, 0.3, np.float32), np.full(n, w, np.float32),
                            np.zeros(n, np.float32), np.full(n, 0.5, np.float32), 24.0)
-        monkeypatch.setattr(engine_module._audio, "mouth_track", lambda *a, t=track, **k: t)
+        monkeypatch.setattr(engine_module._audio, "mouth_track_stream", one_span(track))
         engine.generate(job(portrait_path, speech[0], tmp_path / f"{name}.mp4", max_frames=n,
                             dynamic_scale=0.0))
         frames = frames_of(tmp_path / f"{name}.mp4")

@@ -91,11 +91,11 @@ def render(engine, analyzer, portrait_path, tmp_path_factory):
     return make
 
 
-def _loudness_only(samples, fps, n_frames):
-    """A puppet: the mouth opens with loudness and does nothing else."""
+def _loudness_only(samples, fps, n_frames, **_):
+    """A puppet (as audio.mouth_track_stream): the mouth opens with loudness and does nothing else."""
     energy = audio.loudness_envelope(samples, fps, n_frames)
     zeros = np.zeros(n_frames, np.float32)
-    return api.MouthTrack(open=energy, width=zeros, press=zeros.copy(), energy=energy, fps=fps)
+    yield 0, api.MouthTrack(open=energy, width=zeros, press=zeros.copy(), energy=energy, fps=fps)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def articulation(render):
 @pytest.fixture(scope="module")
 def puppet(render):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(audio, "mouth_track", _loudness_only)
+        mp.setattr(audio, "mouth_track_stream", _loudness_only)
         return render("puppet", ARTICULATION_PARTS)
 
 
