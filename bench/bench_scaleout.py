@@ -30,7 +30,7 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench.common import (cpu_seconds, load_note, log, row, service_pid, stack, status, submit, write_portrait,
+from bench.common import (cpu_seconds, family, load_note, log, row, service_pid, stack, status, submit, write_portrait,
                           write_result, write_speech)
 
 BENCH = "Scale-out"
@@ -52,12 +52,13 @@ def server_span(st, task_ids: list[str]) -> float | None:
 
 
 def pin_process(pid: int, cpu: int) -> None:
-    """Keep every thread of `pid` (and so every thread it starts later) on one core."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), {cpu})
-        except ProcessLookupError:
-            pass  # a thread that just ended
+    """Keep every thread of `pid` and of its children (and so all they start later) on one core."""
+    for p in family(pid):
+        for tid in os.listdir(f"/proc/{p}/task"):
+            try:
+                os.sched_setaffinity(int(tid), {cpu})
+            except ProcessLookupError:
+                pass  # a thread that just ended
 
 
 def run_batch(replicas: int, jobs: int, portrait, speech, size: int, seed0: int, pin: bool = True) -> dict:
