@@ -356,18 +356,18 @@ def encode_audio(src: str, dst: str, pad_seconds: float = PREENCODE_PAD_SECONDS)
             raise MediaError("the audio input holds no audio stream", code="wrong_media_kind")
         layout = _aac_layout(astream.codec_context.channels)
     rate = MUX_AUDIO_RATE
-    sound = sum(block.shape[1] for block in _iter_audio(src, "fltp", "mono", rate))
-    if sound == 0:
-        raise MediaError("the audio holds no samples")
-    frames = -(-(sound + int(round(pad_seconds * rate))) // AAC_FRAME_SAMPLES)
+    heard: list[int] = []
     try:
         with av.open(os.fspath(dst), "w", format="mp4") as out:
             stream = _add_aac_stream(out, rate, layout)
-            for packet in _aac_packets(src, stream, rate, layout, frames * AAC_FRAME_SAMPLES, Fraction(0)):
+            for packet in _aac_packets(src, stream, rate, layout, None, Fraction(0),
+                                       pad=int(round(pad_seconds * rate)), heard=heard):
                 out.mux(packet)
     except (av.FFmpegError, ValueError) as exc:
         raise MediaError(f"cannot encode this audio: {_reason(exc)}") from exc
-    return sound / rate
+    if not heard or heard[0] == 0:
+        raise MediaError("the audio holds no samples")
+    return heard[0] / rate
 
 
 def _copyable_aac(container, astream, frames: int) -> list | None:
@@ -471,13 +471,21 @@ def mux(video: str, audio: str, dst: str) -> MediaInfo:
     return probe(dst)
 
 
-def _aac_packets(path: str, stream, rate: int, layout: str, total: int, start: Fraction) -> Iterator[av.Packet]:
-    """Encode exactly `total` samples of the audio of `path` (cut or silence-padded) with `stream`."""
+def _aac_packets(path: str, stream, rate: int, layout: str, total: int | None, start: Fraction,
+                 pad: int = 0, heard: list[int] | None = None) -> Iterator[av.Packet]:
+    """Encode exactly `total` samples of the audio of `path` (cut or silence-padded) with `stream`.
+
+    `total` None: all of the audio and then `pad` samples of silence, up to a whole AAC
+    frame; the number of samples of sound is appended to `heard`.
+    """
     channels = 1 if layout == "mono" else 2
     frame_size = AAC_FRAME_SAMPLES
     offset = int(round(start * rate))
     buffer = np.zeros((channels, 0), dtype=np.float32)
     sent = 0
+    whole = total is None
+    if whole:
+        total = np.iinfo(np.int64).max  # until the audio ends
 
     def frames(block: np.ndarray, final: bool) -> Iterator[av.AudioFrame]:
         nonlocal buffer, sent
@@ -499,6 +507,11 @@ def _aac_packets(path: str, stream, rate: int, layout: str, total: int, start: F
                 yield from stream.encode(frame)
             if sent >= total:
                 break
+    if whole:
+        sound = sent + buffer.shape[1]
+        total = -(-(sound + pad) // frame_size) * frame_size
+        if heard is not None:
+            heard.append(sound)
     if sent < total:
         # Short audio: silence until the video ends.
         missing = total - sent - buffer.shape[1]
