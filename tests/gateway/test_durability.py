@@ -79,7 +79,8 @@ def test_repeated_request_is_served_from_the_cache(stack, portrait, speech):
 
 def test_cancel_mid_generation_frees_the_slot_for_the_next_task(one_slot, portrait, speech):
     url, _ = one_slot
-    long_job = _post_dicetalk(url, portrait, speech, min_resolution="512", fps="60").json()["task_id"]
+    # long enough (20 s at 512 px, 60 fps) that it is still rendering when the test cancels it
+    long_job = _post_dicetalk(url, portrait, speech, min_resolution="512", fps="60", duration="20").json()["task_id"]
     waiting = _post_dicetalk(url, portrait, speech, fps="8").json()["task_id"]
     running = _wait_status(url, long_job, {"PROCESSING"})
     assert running["status"] == "PROCESSING"
@@ -136,7 +137,9 @@ def test_retention_sweep_removes_finished_tasks_and_their_objects(stack, portrai
 def test_a_second_gateway_finishes_what_a_stopped_one_held(seaweed, portrait, speech):
     with servers.fresh_bucket(seaweed.settings) as bucket, servers.backend(bucket, slots=1) as back:
         with servers.gateway(back, shutdown_grace_seconds=0.5) as first:
-            task = _post_dicetalk(first, portrait, speech, min_resolution="768", fps="60").json()["task_id"]
+            # long enough (20 s at 768 px, 60 fps) to be still running when the gateway stops
+            task = _post_dicetalk(first, portrait, speech, min_resolution="768", fps="60",
+                                  duration="20").json()["task_id"]
             _wait_status(first, task, {"PROCESSING"})
         # The first gateway handed the task back when it stopped; a new one picks it up.
         record = TaskStore(ObjectStore(back.store_settings)).get(task)[0]
