@@ -467,50 +467,79 @@ class _TrackBuilder:
         return pool
 
 
-def mouth_track_stream(
-    samples: np.ndarray,
-    fps: float,
-    n_frames: int,
-    *,
-    use_phones: bool = True,
-    phones: Optional[Phones] = None,
-    recognise: Recogniser = recognise_in_turn,
-) -> Iterator[tuple[int, api.MouthTrack]]:
-    """The mouth track in consecutive spans of frames, each as soon as it is final:
-    yields (first frame, track of the span); the spans cover frames 0..n_frames.
+class MouthTrackStream:
+    """The mouth track of one clip in consecutive spans of frames, each as soon as it is final.
 
-    Phones are recognised in pieces by `recognise` (all pieces are handed over at once, so
-    a recogniser may work ahead); a span is final once the pieces it depends on are in.
-    The result is the same whichever recogniser runs the pieces; `mouth_track` is this
-    stream joined.
+    `energy` (loudness per frame, which head motion follows) is known at once; iterating
+    yields (first frame, track of the span), the spans covering frames 0..n_frames. Phones
+    are recognised in pieces by `recognise` (all pieces are handed over at once, so a
+    recogniser may work ahead); a span is final once the pieces it depends on are in, and
+    it is the same whichever recogniser ran them. `close()` stops early.
     """
-    samples = np.asarray(samples, np.float32).reshape(-1)
-    if n_frames <= 0 or samples.size == 0:
-        zeros = np.zeros(max(n_frames, 0), np.float32)
-        yield 0, api.MouthTrack(zeros, zeros.copy(), zeros.copy(), zeros.copy(), float(fps))
-        return
-    b = _TrackBuilder(samples, fps, n_frames)
-    if phones is not None or not use_phones:
-        b.add_phones(phones or [], 0, b.n)
-        yield 0, b.span(0, b.n_frames)
-        return
-    cuts = _cuts(b.f.db)
-    pieces = [samples[a * HOP:e * HOP] for a, e in zip(cuts[:-1], cuts[1:])]
-    done = 0
-    results = recognise(pieces)
-    try:
-        for k, found in enumerate(results):
-            a, e = cuts[k], cuts[k + 1]
-            b.add_phones([(s + a, t + a, label) for s, t, label in found], a, e)
-            last = k == len(pieces) - 1
-            upto = b.n_frames if last else b.frames_before(e - int(SETTLE_S * GRID_HZ))
-            if upto > done:
-                yield done, b.span(done, upto)
-                done = upto
-    finally:
-        close = getattr(results, "close", None)
+
+    def __init__(self, samples: np.ndarray, fps: float, n_frames: int, *, use_phones: bool = True,
+                 phones: Optional[Phones] = None, recognise: Recogniser = recognise_in_turn):
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        n_frames = max(int(n_frames), 0)
+        if n_frames == 0 or samples.size == 0:
+            zeros = np.zeros(n_frames, np.float32)
+            self.energy = zeros
+            self._spans = iter([(0, api.MouthTrack(zeros, zeros.copy(), zeros.copy(), zeros.copy(), float(fps)))])
+            return
+        b = _TrackBuilder(samples, fps, n_frames)
+        self.energy = b._pooler(0, n_frames, 0)(b.f.energy)
+        if phones is not None or not use_phones:
+            b.add_phones(phones or [], 0, b.n)
+            self._spans = iter([(0, b.span(0, n_frames))])
+        else:
+            self._spans = self._recognised(samples, b, recognise)
+
+    @classmethod
+    def whole(cls, track: api.MouthTrack) -> "MouthTrackStream":
+        """A stream of one ready track (a forced alignment's, say)."""
+        stream = cls.__new__(cls)
+        stream.energy = np.asarray(track.energy, np.float32)
+        stream._spans = iter([(0, track)])
+        return stream
+
+    @staticmethod
+    def _recognised(samples: np.ndarray, b: _TrackBuilder, recognise: Recogniser) -> Iterator[tuple[int, api.MouthTrack]]:
+        cuts = _cuts(b.f.db)
+        pieces = [samples[a * HOP:e * HOP] for a, e in zip(cuts[:-1], cuts[1:])]
+        done = 0
+        results = recognise(pieces)
+        try:
+            for k, found in enumerate(results):
+                a, e = cuts[k], cuts[k + 1]
+                b.add_phones([(s + a, t + a, label) for s, t, label in found], a, e)
+                last = k == len(pieces) - 1
+                upto = b.n_frames if last else b.frames_before(e - int(SETTLE_S * GRID_HZ))
+                if upto > done:
+                    yield done, b.span(done, upto)
+                    done = upto
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> "MouthTrackStream":
+        return self
+
+    def __next__(self) -> tuple[int, api.MouthTrack]:
+        return next(self._spans)
+
+    def close(self) -> None:
+        """Stop recognising (a job cut short)."""
+        close = getattr(self._spans, "close", None)
         if close is not None:
             close()
+
+
+def mouth_track_stream(samples: np.ndarray, fps: float, n_frames: int, *, use_phones: bool = True,
+                       phones: Optional[Phones] = None,
+                       recognise: Recogniser = recognise_in_turn) -> MouthTrackStream:
+    """The clip's MouthTrackStream; `mouth_track` is this stream joined."""
+    return MouthTrackStream(samples, fps, n_frames, use_phones=use_phones, phones=phones, recognise=recognise)
 
 
 def mouth_track(

@@ -209,9 +209,8 @@ class Engine:
         # head motion follows the loudness, known at once.
         spans = _audio.mouth_track_stream(samples, fps, n, recognise=self.phones)
         silent = np.zeros(n, np.float32)
-        plan = M.plan_motion(rest, MouthTrack(silent, silent, silent, _audio.loudness_envelope(samples, fps, n),
-                                              fps),
-                             n, emotion=job.emotion, emo_scale=job.emo_scale, seed=job.seed,
+        plan = M.plan_motion(rest, MouthTrack(silent, silent, silent, spans.energy, fps), n,
+                             emotion=job.emotion, emo_scale=job.emo_scale, seed=job.seed,
                              dynamic_scale=job.dynamic_scale)
         warper = R.Warper(img, rest)
         face_h = plan.fields.frame.height

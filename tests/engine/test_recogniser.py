@@ -57,13 +57,17 @@ def test_spans_cover_every_frame_once_and_join_to_the_track(samples):
             yield found
 
     spans = []
-    for first, track in audio.mouth_track_stream(samples, FPS, n, recognise=counting):
+    stream = audio.mouth_track_stream(samples, FPS, n, recognise=counting)
+    energy = stream.energy  # known before any phone is
+    assert not asked
+    for first, track in stream:
         spans.append((first, len(track.open), len(asked), track))
     assert [s[0] for s in spans] == [0] + list(np.cumsum([s[1] for s in spans])[:-1])
     assert sum(s[1] for s in spans) == n
     assert len(spans) >= 3
     assert spans[0][2] == 1, "the first frames waited for more than the first piece"
     whole = audio.mouth_track(samples, FPS, n)
+    assert np.array_equal(energy, whole.energy)
     for name in ("open", "width", "press", "energy"):
         joined = np.concatenate([getattr(s[3], name) for s in spans])
         assert np.array_equal(joined, getattr(whole, name)), name

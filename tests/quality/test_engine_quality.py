@@ -95,7 +95,8 @@ def _loudness_only(samples, fps, n_frames, **_):
     """A puppet (as audio.mouth_track_stream): the mouth opens with loudness and does nothing else."""
     energy = audio.loudness_envelope(samples, fps, n_frames)
     zeros = np.zeros(n_frames, np.float32)
-    yield 0, api.MouthTrack(open=energy, width=zeros, press=zeros.copy(), energy=energy, fps=fps)
+    return audio.MouthTrackStream.whole(
+        api.MouthTrack(open=energy, width=zeros, press=zeros.copy(), energy=energy, fps=fps))
 
 
 @pytest.fixture(scope="module")
