@@ -185,7 +185,8 @@ def test_list_is_newest_first_with_a_cursor_and_cancel_ends_the_stream(api, file
     assert failed["status"] == "FAILED" and failed["error_code"] == "url_forbidden_address"
     assert requests.get(f"{api}/v1/jobs", params={"limit": 0}, timeout=10).status_code == 400
 
-    long_job = _create_emotion(api, portrait, speech, min_resolution="512", fps="60").json()
+    # 20 s at 512 px, 60 fps: still running when the cancel comes, however fast the engine is
+    long_job = _create_emotion(api, portrait, speech, min_resolution="512", fps="60", duration="20").json()
     with _events(api, long_job["id"]) as stream:
         cancel = requests.post(f"{api}/v1/jobs/{long_job['id']}/cancel", timeout=30)
         assert cancel.status_code == 200 and cancel.json()["status"] == "CANCELLED"
