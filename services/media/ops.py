@@ -427,13 +427,7 @@ def mux(video: str, audio: str, dst: str) -> MediaInfo:
     if v_count == 0 or v_end <= v_start:
         raise MediaError("the video input holds no frames")
 
-    with _open(audio) as ain:
-        astream = _audio_stream(ain)
-        if astream is None:
-            raise MediaError("the audio input holds no audio stream", code="wrong_media_kind")
-        src_channels = astream.codec_context.channels
     rate = MUX_AUDIO_RATE
-    layout = _aac_layout(src_channels)
     # Whole AAC frames only: a short last frame still decodes to a whole one, so a clip
     # whose sound ended mid-frame would carry a hidden tail that shifts everything after
     # it when clips are joined by stream copy.
@@ -444,12 +438,16 @@ def mux(video: str, audio: str, dst: str) -> MediaInfo:
         with _open(video) as vin, _open(audio) as ain, av.open(
             os.fspath(dst), "w", format="mp4", container_options={"movflags": "+faststart"}
         ) as out:
+            astream = _audio_stream(ain)
+            if astream is None:
+                raise MediaError("the audio input holds no audio stream", code="wrong_media_kind")
             vstream = _video_stream(vin)
             ov = out.add_stream_from_template(vstream)
-            copied = _copyable_aac(ain, _audio_stream(ain), frames)
+            copied = _copyable_aac(ain, astream, frames)
             if copied is not None:
-                audio_packets = _moved(copied, out.add_stream_from_template(_audio_stream(ain)), v_start)
+                audio_packets = _moved(copied, out.add_stream_from_template(astream), v_start)
             else:
+                layout = _aac_layout(astream.codec_context.channels)
                 oa = _add_aac_stream(out, rate, layout)
                 audio_packets = _aac_packets(audio, oa, rate, layout, total, start=v_start)
             pending = next(audio_packets, None)
