@@ -33,7 +33,7 @@ from scipy.ndimage import maximum_filter1d
 from scipy.signal import lfilter
 
 from libs.talkface import api
-from libs.talkface.phones import Phones, Recogniser, recognise_in_turn, recognise_phones  # noqa: F401
+from libs.talkface.phones import Phones, Recogniser, recognise_in_turn
 
 log = logging.getLogger(__name__)
 
@@ -192,17 +192,30 @@ def _pool(grid: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
     Frames past the end of the grid get 0; a frame shorter than one grid step takes the
     step it starts in.
     """
-    out = np.zeros(max(n_frames, 0), np.float32)
-    if grid.size == 0 or n_frames <= 0:
-        return out
-    edges = np.round(np.arange(n_frames + 1) * (GRID_HZ / float(fps))).astype(int)
-    starts = edges[:-1]
-    inside = starts < grid.size
+    n_frames = max(n_frames, 0)
+    return _pooler(_frame_edges(fps, n_frames), grid.size, 0, n_frames, 0)(grid)
+
+
+def _frame_edges(fps: float, n_frames: int) -> np.ndarray:
+    """Grid span of every video frame: frame i covers [edges[i], edges[i + 1])."""
+    return np.round(np.arange(n_frames + 1) * (GRID_HZ / float(fps))).astype(int)
+
+
+def _pooler(edges: np.ndarray, n_grid: int, f0: int, f1: int, offset: int) -> Callable[[np.ndarray], np.ndarray]:
+    """_pool for frames [f0, f1) of a grid of `n_grid` points, given a window of it that
+    starts at grid point `offset` (and reaches past those frames' spans)."""
+    starts = edges[f0:f1]
+    inside = starts < n_grid
     starts = starts[inside]
-    ends = np.minimum(np.maximum(edges[1:][inside], starts + 1), grid.size)
-    csum = np.concatenate([[0.0], np.cumsum(grid, dtype=np.float64)])
-    out[:starts.size] = (csum[ends] - csum[starts]) / (ends - starts)
-    return out
+    ends = np.minimum(np.maximum(edges[f0 + 1:f1 + 1][inside], starts + 1), n_grid)
+
+    def pool(grid: np.ndarray) -> np.ndarray:
+        out = np.zeros(f1 - f0, np.float32)
+        csum = np.concatenate([[0.0], np.cumsum(grid, dtype=np.float64)])
+        out[:starts.size] = (csum[ends - offset] - csum[starts - offset]) / (ends - starts)
+        return out
+
+    return pool
 
 
 _FULL_SCALE_POWER = _full_scale_power()
@@ -394,8 +407,7 @@ class _TrackBuilder:
         self.ph_width = np.full(self.n, np.nan, np.float32)
         self.ph_press = np.zeros(self.n, np.float32)
         self.trust = np.ones(self.n, np.float32)
-        # grid span of every frame: [edges[i], edges[i + 1])
-        self.edges = np.round(np.arange(self.n_frames + 1) * (GRID_HZ / self.fps)).astype(int)
+        self.edges = _frame_edges(self.fps, self.n_frames)
 
     def add_phones(self, phones: Phones, a: int, b: int) -> None:
         """The phones recognised in grid [a, b); ignored there if they cover too little of
@@ -447,24 +459,9 @@ class _TrackBuilder:
 
         # Mean over each video frame's span: a closure shorter than a frame shows as a
         # partial press, so the vowels around it keep their opening.
-        pool = self._pooler(f0, f1, w0)
+        pool = _pooler(self.edges, self.n, f0, f1, w0)
         return api.MouthTrack(open=pool(open_s), width=pool(width_s), press=pool(press_s),
                               energy=pool(energy), fps=self.fps)
-
-    def _pooler(self, f0: int, f1: int, offset: int) -> Callable[[np.ndarray], np.ndarray]:
-        """Mean of a grid window starting at `offset` over each of frames [f0, f1) (as _pool)."""
-        starts = self.edges[f0:f1]
-        inside = starts < self.n
-        starts = starts[inside]
-        ends = np.minimum(np.maximum(self.edges[f0 + 1:f1 + 1][inside], starts + 1), self.n)
-
-        def pool(grid: np.ndarray) -> np.ndarray:
-            out = np.zeros(f1 - f0, np.float32)
-            csum = np.concatenate([[0.0], np.cumsum(grid, dtype=np.float64)])
-            out[:starts.size] = (csum[ends - offset] - csum[starts - offset]) / (ends - starts)
-            return out
-
-        return pool
 
 
 class MouthTrackStream:
@@ -487,7 +484,7 @@ class MouthTrackStream:
             self._spans = iter([(0, api.MouthTrack(zeros, zeros.copy(), zeros.copy(), zeros.copy(), float(fps)))])
             return
         b = _TrackBuilder(samples, fps, n_frames)
-        self.energy = b._pooler(0, n_frames, 0)(b.f.energy)
+        self.energy = _pool(b.f.energy, fps, n_frames)
         if phones is not None or not use_phones:
             b.add_phones(phones or [], 0, b.n)
             self._spans = iter([(0, b.span(0, n_frames))])
