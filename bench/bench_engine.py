@@ -3,9 +3,10 @@
 For 10 s and 60 s of speech at 512x512, 24 fps it prints the wall time of
 `Engine.generate` (speech analysis, rendering and H.264 encoding included), its
 real-time factor, the time the encoder alone takes for the same number of frames (the
-fastest of libx264 with 1, 2 and automatic threads), the ratio of the two (and the speech analysis timed on its own, which in a job runs in the
-engine's recogniser process beside the render), and the peak RSS after each run of the
-process and its recogniser child together. Each length runs in its own child process so the
+fastest of libx264 with 1, 2 and automatic threads), the ratio of the two (and the speech
+analysis timed on its own, which in a job runs in the engine's recogniser process beside
+the render), and the peak RSS after each run of the process and its recogniser child
+together. Each length runs in its own child process so the
 peak RSS of one does not hide the other's. The portrait is the scikit-image astronaut
 cropped to the face (so the face fills the frame: the most pixels to warp).
 
@@ -73,11 +74,6 @@ def child_peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def child_cpu_s(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_one(seconds: float, size: int, portrait: str, tmp: str) -> dict:
     """One length, in this process: generate, then encode the same frames alone."""
     from libs.talkface.api import PortraitJob
@@ -102,13 +98,15 @@ def run_one(seconds: float, size: int, portrait: str, tmp: str) -> dict:
     audio.mouth_track(samples, 24, int(round(len(samples) / 16000 * 24)))
     speech_s = time.perf_counter() - t0
 
+    from bench.common import cpu_seconds  # this process and its recogniser child
+
     helper = engine.phones._proc.pid
     rss_before = peak_rss_mb()
     t0 = time.perf_counter()
-    cpu0 = time.process_time() + child_cpu_s(helper)
+    cpu0 = cpu_seconds(os.getpid())
     result = engine.generate(job)
     wall = time.perf_counter() - t0
-    cpu = time.process_time() + child_cpu_s(helper) - cpu0
+    cpu = cpu_seconds(os.getpid()) - cpu0
     rss_gen = peak_rss_mb()
     rss_helper = child_peak_rss_mb(helper)
 
