@@ -118,6 +118,7 @@ class Engine:
         # they save, and they fight the encoder, which runs next to the render loop. One
         # thread each: 10 s at 512 px took 1.39 s of CPU instead of 1.71 s, and less time.
         cv2.setNumThreads(1)
+        R.compile_kernels()
         # started by the first generate(): re-dubs and person models never need it
         self.phones = PhoneRecogniser()
 

@@ -6,11 +6,10 @@ face and the image border), so everything outside the ring stays exactly still a
 only the face region is resampled.
 
 Speed: the topology is fixed, so per frame only the triangles' affines change. They are
-computed for all triangles at once; the triangles that can move are then drawn as ids
-(cv2.fillConvexPoly) on a half-resolution grid, and every grid point takes its source
-position from its triangle's affine: an exact inverse map without iteration. The map is
-upsampled to full resolution (exactly, at full resolution, in a patch around the mouth,
-where lips open and shut) and the image is resampled with one fixed-point cv2.remap.
+computed for all triangles at once; then one compiled pass (numba) scans the triangles
+that can move, row by row, and writes each pixel's source position from its triangle's
+affine: an exact piecewise-affine inverse map at full resolution, no iteration. The
+image is resampled with one fixed-point cv2.remap over the face region.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import math
 from typing import Optional
 
 import cv2
+import numba
 import numpy as np
 from scipy.spatial import Delaunay
 
@@ -32,6 +32,8 @@ _LOWER_INNER = np.array(F.LIPS_INNER_LOWER)
 _MOUTH_DARK = np.array([44, 16, 16], np.float32)
 _MOUTH_RED = np.array([112, 42, 40], np.float32)
 _TEETH = np.array([222, 216, 202], np.float32)
+# where the gaps between the front teeth fall, from the middle (-1..1 corner to corner)
+_TOOTH_EDGES = np.array([0.0, 0.24, -0.24, 0.43, -0.43, 0.6, -0.6], np.float32)
 
 
 def even(n: float) -> int:
@@ -63,34 +65,71 @@ def warp_vertices(rest: np.ndarray, total: int = 230) -> np.ndarray:
     return np.array(sorted(chosen), np.int32)
 
 
-def _fill_holes(ids: np.ndarray, hole: int, default: int) -> None:
-    """Give pixels no triangle claimed (rasteriser rounding, slivers left out) the id of
-    a neighbour, in place; after a few rounds anything left gets `default`."""
-    h, w = ids.shape
-    if not (ids == hole).any():
-        return
-    for _ in range(6):
-        ys, xs = np.nonzero(ids == hole)
-        if not len(ys):
-            return
-        for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0)):
-            ny, nx = np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)
-            cand = ids[ny, nx]
-            take = (ids[ys, xs] == hole) & (cand != hole)
-            ids[ys[take], xs[take]] = cand[take]
-    ids[ids == hole] = default
+# nogil: the encoder thread runs beside the render loop. cache: compiled once per
+# installation (in __pycache__), not in every process that renders.
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def _scan_triangles(m: np.ndarray, x0: int, y0: int, tri: np.ndarray, aff: np.ndarray) -> None:
+    """Write `aff[k]` applied to every pixel inside triangle `tri[k]` into the map `m`.
 
-
-def _fill_ids(ids: np.ndarray, tri_xy: np.ndarray, which: np.ndarray) -> None:
-    """Draw triangle ids into `ids`; `tri_xy` (T, 3, 2) are in `ids`' pixel units.
-
-    cv2 fills at 1/4 px precision; a pixel on an edge shared by two triangles may go to
-    either, and both give the same map there, so it does not matter which.
+    `m` is (rh, rw, 2) float32 over pixels x0.., y0..; pixel (x, y) sits at integer
+    coordinates. `tri` (K, 3, 2) are frame positions, `aff` (K, 6) maps a frame pixel to
+    its source: (a0 x + a1 y + a2, a3 x + a4 y + a5). A pixel on an edge (within 1/1000 px)
+    belongs to both triangles; they agree there, so the later one simply wins.
     """
-    g = np.round(tri_xy[which] * 4.0).astype(np.int32)
-    fill = cv2.fillConvexPoly
-    for k, t in enumerate(which.tolist()):
-        fill(ids, g[k], t, 0, 2)
+    rh, rw = m.shape[0], m.shape[1]
+    xmax, ymax = x0 + rw - 1, y0 + rh - 1
+    ea = np.empty(3)
+    eb = np.empty(3)
+    ec = np.empty(3)
+    for k in range(tri.shape[0]):
+        ax, ay = float(tri[k, 0, 0]), float(tri[k, 0, 1])
+        bx, by = float(tri[k, 1, 0]), float(tri[k, 1, 1])
+        cx, cy = float(tri[k, 2, 0]), float(tri[k, 2, 1])
+        area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+        if area == 0.0:
+            continue
+        s = 1.0 if area > 0.0 else -1.0
+        # edge e from vertex e to vertex e+1: inside where ea*x + eb*y + ec >= 0
+        for e in range(3):
+            if e == 0:
+                px, py, qx, qy = ax, ay, bx, by
+            elif e == 1:
+                px, py, qx, qy = bx, by, cx, cy
+            else:
+                px, py, qx, qy = cx, cy, ax, ay
+            dx, dy = qx - px, qy - py
+            ea[e] = -s * dy
+            eb[e] = s * dx
+            ec[e] = s * (dy * px - dx * py) + 1e-3 * math.sqrt(dx * dx + dy * dy)
+        ylo = max(int(math.ceil(min(ay, by, cy))), y0)
+        yhi = min(int(math.floor(max(ay, by, cy))), ymax)
+        a0, a1, a2 = aff[k, 0], aff[k, 1], aff[k, 2]
+        a3, a4, a5 = aff[k, 3], aff[k, 4], aff[k, 5]
+        for y in range(ylo, yhi + 1):
+            xl, xr = float(x0), float(xmax)
+            empty = False
+            for e in range(3):
+                c = eb[e] * y + ec[e]
+                if ea[e] > 0.0:
+                    xl = max(xl, -c / ea[e])
+                elif ea[e] < 0.0:
+                    xr = min(xr, -c / ea[e])
+                elif c < 0.0:
+                    empty = True
+            if empty:
+                continue
+            row = m[y - y0]
+            sx, sy = a1 * y + a2, a4 * y + a5
+            for x in range(int(math.ceil(xl)), int(math.floor(xr)) + 1):
+                row[x - x0, 0] = a0 * x + sx
+                row[x - x0, 1] = a3 * x + sy
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's cache) the warp's scan now, so the first frame of the
+    first job does not wait for it."""
+    _scan_triangles(np.zeros((2, 2, 2), np.float32), 0, 0, np.zeros((1, 3, 2), np.float32),
+                    np.zeros((1, 6), np.float32))
 
 
 class Warper:
@@ -98,13 +137,12 @@ class Warper:
     video frame when re-dubbing) and call `warp` once per output frame.
 
     Per frame, each triangle's affine back to the rest image is computed (vectorised),
-    the triangles that can move are drawn as ids on a half-resolution grid (and at full
-    resolution in a patch around the mouth), and each grid point's source position comes
-    from its triangle's affine: an exact piecewise-affine inverse, no iteration.
+    and the triangles that can move are scanned into a full-resolution map of source
+    positions over the face region: an exact piecewise-affine inverse, no iteration.
     """
 
-    def __init__(self, image: np.ndarray, rest: np.ndarray, grid_step: int = 2,
-                 ring_scale: float = 0.25, vertices: Optional[np.ndarray] = None):
+    def __init__(self, image: np.ndarray, rest: np.ndarray, ring_scale: float = 0.25,
+                 vertices: Optional[np.ndarray] = None):
         self.image = np.ascontiguousarray(image)
         h, w = image.shape[:2]
         self.h, self.w = h, w
@@ -112,91 +150,33 @@ class Warper:
         self.vert = warp_vertices(self.rest_full) if vertices is None else np.asarray(vertices)
         rest = self.rest_full[self.vert]
         self.n_mesh = len(rest)
-        self.step = s = int(grid_step)
 
         anchors = self._anchors(rest, w, h, ring_scale)
         pts = np.concatenate([rest, anchors]).astype(np.float64)
-        simp = Delaunay(pts).simplices
-        self.simplices = simp.astype(np.int32)
+        tri = Delaunay(pts)
+        self.simplices = tri.simplices.astype(np.int32)
+        self.neighbors = tri.neighbors.astype(np.int32)
         self.all_rest = pts.astype(np.float32)
-        # one extra "triangle" id whose affine is the identity: the default of every pixel
-        self.n_tri = len(simp)
+        self.n_tri = len(self.simplices)
         r = self.all_rest[self.simplices]
         self._rest_det = np.abs((r[:, 0, 0] - r[:, 2, 0]) * (r[:, 1, 1] - r[:, 2, 1])
                                 - (r[:, 1, 0] - r[:, 2, 0]) * (r[:, 0, 1] - r[:, 2, 1]))
 
-        # ROI: every triangle with a moving (mesh) vertex; outside it nothing moves.
-        moving = (simp < self.n_mesh).any(1)
+        # ROI: every triangle with a moving (mesh) vertex. Together they cover a region
+        # whose outline is made of anchors, the same in every frame; outside it nothing
+        # moves, and inside it every pixel is written again each frame.
+        moving = (self.simplices < self.n_mesh).any(1)
         self.moving = np.nonzero(moving)[0].astype(np.int32)
-        corners = pts[simp[moving]].reshape(-1, 2)
-        x0, y0 = np.floor(corners.min(0)).astype(int) - 2
-        x1, y1 = np.ceil(corners.max(0)).astype(int) + 3
-        x0, y0 = max(0, x0), max(0, y0)
-        x1, y1 = min(w, x1), min(h, y1)
-        # a whole number of grid cells, so the upsampled grid lines up with the pixels
-        rw = int(math.ceil((x1 - x0) / s)) * s
-        rh = int(math.ceil((y1 - y0) / s)) * s
-        x0, y0 = max(0, min(x0, w - rw)), max(0, min(y0, h - rh))
-        x1, y1 = min(w, x0 + rw), min(h, y0 + rh)
+        corners = pts[self.simplices[moving]].reshape(-1, 2)
+        x0, y0 = np.floor(corners.min(0)).astype(int) - 1
+        x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+        x0, y0 = int(max(0, x0)), int(max(0, y0))
+        x1, y1 = int(min(w, x1)), int(min(h, y1))
         self.roi = (x0, y0, x1, y1)
-        rw, rh = x1 - x0, y1 - y0
-        gw, gh = int(math.ceil(rw / s)), int(math.ceil(rh / s))
-        self.grid_shape = (gh, gw)
-
-        # Grid point k sits at pixel x0 + (k + 0.5) * s - 0.5: cv2.resize's convention.
-        gx = (x0 + (np.arange(gw) + 0.5) * s - 0.5).astype(np.float32)
-        gy = (y0 + (np.arange(gh) + 0.5) * s - 0.5).astype(np.float32)
-        self._gx, self._gy = np.meshgrid(gx, gy)
-        self._grid_off = np.array([x0 + 0.5 - 0.5 * s, y0 + 0.5 - 0.5 * s], np.float32)
-        # Only moving triangles are redrawn per frame. Together they cover a region whose
-        # outline is made of anchors, the same in every frame, so drawing them over the
-        # identity default gives every grid point its triangle.
-        # inside the moving region every pixel must be claimed again each frame
-        self.hole = self.n_tri + 1
-        self.tid_rest = self._prefill((gh, gw), self._to_grid(self.all_rest[self.simplices]))
-        self._tid = np.empty((gh, gw), np.int32)
-
         ix = np.arange(x0, x1, dtype=np.float32)
         iy = np.arange(y0, y1, dtype=np.float32)
         self.ident = np.ascontiguousarray(np.stack(np.meshgrid(ix, iy), -1))
-        self._init_fine()
-
-    def _prefill(self, shape: tuple, tri_xy: np.ndarray) -> np.ndarray:
-        """The per-frame starting ids: `hole` over the moving triangles (one fillPoly of
-        them all), the identity default elsewhere."""
-        mask = np.zeros(shape, np.uint8)
-        polys = list(np.round(tri_xy[self.moving] * 4.0).astype(np.int32))
-        cv2.fillPoly(mask, polys, 1, 0, 2)
-        # The outline of the region is all anchors, where nothing moves: leaving its
-        # boundary pixels at the identity spares a hole search every frame (fillPoly and
-        # fillConvexPoly round those edges differently).
-        mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
-        return np.where(mask > 0, self.hole, self.n_tri).astype(np.int32)
-
-    def _to_grid(self, xy: np.ndarray) -> np.ndarray:
-        return (xy - self._grid_off) / self.step
-
-    def _init_fine(self) -> None:
-        """A full-resolution patch around the mouth: the lips open and close there, which
-        stretches or squeezes triangles by large factors, and the half-resolution grid's
-        interpolation across such a triangle edge would show as jagged lip lines."""
-        lips = self.rest_full[list(F.LIPS_ALL)]
-        lo, hi = lips.min(0), lips.max(0)
-        mw = float(hi[0] - lo[0])
-        x0, y0, x1, y1 = self.roi
-        # room for the corners to spread and the lower lip to drop
-        fx0 = int(max(x0, np.floor(lo[0] - 0.12 * mw)))
-        fx1 = int(min(x1, np.ceil(hi[0] + 0.12 * mw)))
-        fy0 = int(max(y0, np.floor(lo[1] - 0.15 * mw)))
-        fy1 = int(min(y1, np.ceil(hi[1] + 0.35 * mw)))
-        if fx1 - fx0 < 2 or fy1 - fy0 < 2:
-            self.fine = None
-            return
-        self.fine = (fx0, fy0, fx1, fy1)
-        self._fx, self._fy = np.meshgrid(np.arange(fx0, fx1, dtype=np.float32),
-                                         np.arange(fy0, fy1, dtype=np.float32))
-        self.fine_tid_rest = self._prefill(self._fx.shape, self.all_rest[self.simplices] - (fx0, fy0))
-        self._fine_tid = np.empty(self._fx.shape, np.int32)
+        self._map = np.empty_like(self.ident)
 
     @staticmethod
     def _anchors(rest: np.ndarray, w: int, h: int, ring_scale: float) -> np.ndarray:
@@ -227,10 +207,9 @@ class Warper:
         lim_hi = 0.5 * np.maximum(np.array([self.w - 1, self.h - 1], np.float32) - r, 0)
         return r + np.clip(dest - r, lim_lo, lim_hi)
 
-    def _triangle_affines(self, dest: np.ndarray):
-        """Per triangle, the affine from frame pixels back to rest pixels *minus the
-        identity* (6 rows of T + 2 values: the identity default and the hole id), the frame
-        vertex positions, and which triangles collapsed (no area, so no inverse)."""
+    def _triangle_affines(self, dest: np.ndarray) -> tuple:
+        """Per triangle, the affine (T, 6) from frame pixels back to rest pixels, and the
+        frame vertex positions (T, 3, 2)."""
         pts = self.all_rest.copy()
         pts[:self.n_mesh] = dest[self.vert]
         v = pts[self.simplices]  # (T, 3, 2) frame positions
@@ -238,9 +217,9 @@ class Warper:
         e0 = v[:, 0] - v[:, 2]
         e1 = v[:, 1] - v[:, 2]
         det = e0[:, 0] * e1[:, 1] - e1[:, 0] * e0[:, 1]
-        # A triangle squeezed to a sliver (lips or lids shut) has a huge inverse: pixels
-        # the rasteriser gives it just outside its true edge would sample far away. Its
-        # neighbours cover the same pixels with sane maps, so it is left out.
+        # A triangle squeezed to a sliver (lips or lids shut) has a huge inverse: a pixel
+        # just inside it would sample far away. It takes a neighbour's affine instead,
+        # which agrees with it along their shared edge and so is sane across the sliver.
         bad = np.abs(det) < np.maximum(1e-3, 0.05 * self._rest_det)
         inv = 1.0 / np.where(bad, 1.0, det)
         # barycentrics l0, l1 as affine functions of (x, y): l = b[0] * x + b[1] * y + c
@@ -250,52 +229,45 @@ class Warper:
         c1 = -(b1 * v[:, 2]).sum(1)
         f0 = r[:, 0] - r[:, 2]
         f1 = r[:, 1] - r[:, 2]
-        aff = np.zeros((6, len(v) + 2), np.float32)
-        t = len(v)
+        aff = np.empty((len(v), 6), np.float32)
         for row in range(2):
-            aff[3 * row + 0, :t] = f0[:, row] * b0[:, 0] + f1[:, row] * b1[:, 0]
-            aff[3 * row + 1, :t] = f0[:, row] * b0[:, 1] + f1[:, row] * b1[:, 1]
-            aff[3 * row + 2, :t] = r[:, 2, row] + f0[:, row] * c0 + f1[:, row] * c1
-        aff[0, :t] -= 1.0
-        aff[4, :t] -= 1.0
-        aff[:, :t][:, bad] = 0.0
-        return aff, v, bad
+            aff[:, 3 * row + 0] = f0[:, row] * b0[:, 0] + f1[:, row] * b1[:, 0]
+            aff[:, 3 * row + 1] = f0[:, row] * b0[:, 1] + f1[:, row] * b1[:, 1]
+            aff[:, 3 * row + 2] = r[:, 2, row] + f0[:, row] * c0 + f1[:, row] * c1
+        if bad.any():
+            self._borrow_affines(aff, bad)
+        return aff, v
+
+    def _borrow_affines(self, aff: np.ndarray, bad: np.ndarray) -> None:
+        """Give each collapsed triangle the affine of a sound neighbour (a few rounds for
+        runs of collapsed ones), in place; any left without one keep still (identity)."""
+        idx = np.nonzero(bad)[0]
+        sound = ~bad
+        for _ in range(4):
+            nb = self.neighbors[idx]
+            ok = (nb >= 0) & sound[np.maximum(nb, 0)]
+            has = ok.any(1)
+            if has.any():
+                pick = nb[np.arange(len(idx)), ok.argmax(1)][has]
+                aff[idx[has]] = aff[pick]
+                sound[idx[has]] = True
+            idx = idx[~has]
+            if not len(idx) or not has.any():
+                break
+        aff[idx] = (1, 0, 0, 0, 1, 0)
 
     def backward_map(self, dest: np.ndarray) -> np.ndarray:
         """Full-res CV_32FC2 map over the ROI taking output pixels to source pixels.
 
         `dest` holds all 468 mesh points of the frame (only the warp vertices are used).
+        The map is a buffer of this Warper, valid until the next call.
         """
-        aff, v, bad = self._triangle_affines(np.asarray(dest, np.float32)[:, :2])
-        # collapsed triangles have no inside; their neighbours cover the same pixels
-        draw = self.moving[~bad[self.moving]]
-        tid = self._tid
-        np.copyto(tid, self.tid_rest)
-        _fill_ids(tid, self._to_grid(v), draw)
-        _fill_holes(tid, self.hole, self.n_tri)
-        take = np.take
-        gx, gy = self._gx, self._gy
-        back = np.empty(self.grid_shape + (2,), np.float32)
-        back[..., 0] = take(aff[0], tid) * gx + take(aff[1], tid) * gy + take(aff[2], tid)
-        back[..., 1] = take(aff[3], tid) * gx + take(aff[4], tid) * gy + take(aff[5], tid)
-        rw = self.roi[2] - self.roi[0]
-        rh = self.roi[3] - self.roi[1]
-        m = cv2.add(cv2.resize(back, (rw, rh), interpolation=cv2.INTER_LINEAR), self.ident)
-        if self.fine is not None:
-            fx0, fy0, fx1, fy1 = self.fine
-            # only the triangles that reach into the patch are drawn there
-            vd = v[draw]
-            lo, hi = vd.min(1), vd.max(1)
-            hit = (hi[:, 0] >= fx0 - 1) & (lo[:, 0] <= fx1) & (hi[:, 1] >= fy0 - 1) & (lo[:, 1] <= fy1)
-            ftid = self._fine_tid
-            np.copyto(ftid, self.fine_tid_rest)
-            _fill_ids(ftid, v - (fx0, fy0), draw[hit])
-            _fill_holes(ftid, self.hole, self.n_tri)
-            px, py = self._fx, self._fy
-            ox, oy = self.roi[0], self.roi[1]
-            sub = m[fy0 - oy:fy1 - oy, fx0 - ox:fx1 - ox]
-            sub[..., 0] = take(aff[0], ftid) * px + take(aff[1], ftid) * py + take(aff[2], ftid) + px
-            sub[..., 1] = take(aff[3], ftid) * px + take(aff[4], ftid) * py + take(aff[5], ftid) + py
+        aff, v = self._triangle_affines(np.asarray(dest, np.float32)[:, :2])
+        m = self._map
+        # identity first: a pixel no triangle claims (only where the mesh folded) stays put
+        np.copyto(m, self.ident)
+        mv = self.moving
+        _scan_triangles(m, self.roi[0], self.roi[1], np.ascontiguousarray(v[mv]), np.ascontiguousarray(aff[mv]))
         return m
 
     def _resample(self, m: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
@@ -364,47 +336,56 @@ def paint_mouth(frame: np.ndarray, pts: np.ndarray, extra_open_px: float, face_h
 
     upper = pts[_UPPER_INNER, :2]
     lower = pts[_LOWER_INNER, :2]
-    gap = float(np.median(np.linalg.norm(lower[3:8] - upper[3:8], axis=1)))
+    gap = _lip_gap(upper, lower)
     down = np.array([0.0, 1.0], np.float32)
     cx = float(upper[0, 0] + upper[-1, 0]) / 2
     half = max(abs(float(upper[-1, 0] - upper[0, 0])) / 2, 1.0)
-    xs = (np.arange(rw, dtype=np.float32) + x0 - cx) / half  # -1..1 corner to corner
-    ys = np.arange(rh, dtype=np.float32) + y0
+    xs = (np.arange(rw, dtype=np.float32) + np.float32(x0 - cx)) / np.float32(half)  # -1..1 corner to corner
+    ys = np.arange(rh, dtype=np.float32) + np.float32(y0)
 
+    # (float32 throughout and blends in place: this runs on most frames of a video)
     # interior: dark, warmer towards the tongue near the lower lip
-    top = np.interp(np.arange(rw) + x0, upper[:, 0], upper[:, 1]) if upper[0, 0] < upper[-1, 0] \
-        else np.full(rw, upper[:, 1].mean(), np.float32)
-    depth = (ys[:, None] - top[None, :]) / max(gap, 1.0)
-    warm = _smooth((depth - 0.45) / 0.5)[..., None]
-    colour = _MOUTH_DARK[None, None] + warm * (_MOUTH_RED - _MOUTH_DARK)[None, None]
+    top = np.interp(np.arange(rw) + x0, upper[:, 0], upper[:, 1]).astype(np.float32) \
+        if upper[0, 0] < upper[-1, 0] else np.full(rw, upper[:, 1].mean(), np.float32)
+    depth = (ys[:, None] - top[None, :]) * np.float32(1.0 / max(gap, 1.0))
+    warm = _smooth((depth - np.float32(0.45)) * np.float32(2.0))[..., None]
+    colour = _MOUTH_DARK + warm * (_MOUTH_RED - _MOUTH_DARK)
 
     # upper teeth hang from the upper lip; only the front ones show, so they fade out
     # well before the corners, and they are darker where they curve away
     t_up = min(0.42 * gap, 0.04 * face_height)
     if t_up >= 0.8:
         band = _poly_mask(np.concatenate([upper, upper[::-1] + down * t_up]), x0, y0, rw, rh)
-        across = _smooth((0.85 - np.abs(xs)) / 0.35)[None, :]
+        across = _smooth((np.float32(0.85) - np.abs(xs)) * np.float32(1 / 0.35))[None, :]
         # faint gaps between the front teeth (incisors, laterals, canines, premolars)
-        px_per_unit = half
-        gaps = np.zeros_like(xs)
-        for edge in (0.0, 0.24, 0.43, 0.6):
-            for sgn in ((1.0,) if edge == 0.0 else (1.0, -1.0)):
-                gaps = np.maximum(gaps, np.exp(-(((xs - sgn * edge) * px_per_unit) / 0.7) ** 2))
+        gaps = np.exp(-(((xs[None, :] - _TOOTH_EDGES[:, None]) * np.float32(half / 0.7)) ** 2)).max(0)
         shade = np.clip(1.0 - 0.35 * xs * xs, 0.5, 1.0) * (1.0 - 0.1 * gaps)
-        tooth = shade[None, :, None] * _TEETH[None, None]
         tu = (cv2.GaussianBlur(band, (3, 3), 0.7) * across)[..., None]
-        colour = colour * (1 - tu) + tooth * tu
+        tooth = shade[None, :, None] * _TEETH - colour
+        tooth *= tu
+        colour += tooth
     # a little of the lower teeth in the middle on wide openings
     t_lo = min(0.15 * gap, 0.015 * face_height)
     if t_lo >= 0.8:
         band = _poly_mask(np.concatenate([lower, lower[::-1] - down * t_lo]), x0, y0, rw, rh)
-        across = _smooth((0.5 - np.abs(xs)) / 0.3)[None, :]
-        tl = (cv2.GaussianBlur(band, (3, 3), 0.7) * across * 0.55)[..., None]
-        colour = colour * (1 - tl) + _TEETH[None, None] * 0.8 * tl
+        across = _smooth((np.float32(0.5) - np.abs(xs)) * np.float32(1 / 0.3))[None, :]
+        tl = (cv2.GaussianBlur(band, (3, 3), 0.7) * (across * np.float32(0.55)))[..., None]
+        lower_teeth = _TEETH * np.float32(0.8) - colour
+        lower_teeth *= tl
+        colour += lower_teeth
 
-    a = (mask * alpha)[..., None]
-    roi = frame[y0:y1, x0:x1].astype(np.float32)
-    frame[y0:y1, x0:x1] = np.clip(roi * (1 - a) + colour * a, 0, 255).astype(np.uint8)
+    roi = frame[y0:y1, x0:x1]
+    colour -= roi
+    colour *= (mask * np.float32(alpha))[..., None]
+    colour += roi
+    np.clip(colour, 0, 255, out=colour)
+    roi[...] = colour
+
+
+def _lip_gap(upper: np.ndarray, lower: np.ndarray) -> float:
+    """How far apart the inner lips are in the middle of the mouth (median of 5 pairs)."""
+    d = lower[3:8] - upper[3:8]
+    return float(np.sort(np.hypot(d[:, 0], d[:, 1]))[2])
 
 
 def paint_lip_seam(frame: np.ndarray, pts: np.ndarray, squeezed_px: float, face_height: float) -> None:
@@ -419,7 +400,7 @@ def paint_lip_seam(frame: np.ndarray, pts: np.ndarray, squeezed_px: float, face_
     upper = pts[_UPPER_INNER, :2]
     lower = pts[_LOWER_INNER, :2]
     # lips that are still apart show their own opening, not a seam
-    gap = float(np.median(np.linalg.norm(lower[3:8] - upper[3:8], axis=1)))
+    gap = _lip_gap(upper, lower)
     alpha = float(_smooth(np.float32(squeezed_px / ramp)) * _smooth(np.float32(1.0 - gap / (1.5 * ramp))))
     if alpha <= 0.01:
         return
