@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +18,7 @@ from typing import IO, Any, TypeVar
 import certifi
 import urllib3
 from minio import Minio
+from minio import time as mtime
 from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
@@ -416,11 +419,37 @@ class ObjectStore:
         return self._retry(op, what=key)
 
     def get_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
-        """Download ``key`` to ``path`` (written via a temporary file, then renamed)."""
-        obj = self._retry(
-            lambda: self._client.fget_object(self.bucket, key, os.fspath(path)), what=key
+        """Download ``key`` to ``path`` in one GET (written to a temporary file beside it,
+        then renamed; minio's fget_object asks with a HEAD first)."""
+        dest = os.fspath(path)
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+
+        def op() -> Any:
+            response = self._client.get_object(self.bucket, key)
+            part = f"{dest}.part-{os.getpid()}-{threading.get_ident()}"
+            try:
+                with open(part, "wb") as out:
+                    for chunk in response.stream(1 << 20):
+                        out.write(chunk)
+                os.replace(part, dest)
+                return response.headers
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(part)
+                raise
+            finally:
+                response.close()
+                response.release_conn()
+
+        headers = self._retry(op, what=key)
+        return ObjectInfo(
+            key=key,
+            size=int(headers.get("content-length") or 0),
+            etag=_strip_etag(headers.get("etag")),
+            content_type=headers.get("content-type"),
+            metadata=_user_metadata(headers),
+            last_modified=mtime.from_http_header(headers["last-modified"]) if headers.get("last-modified") else None,
         )
-        return self._info(key, obj)
 
     def iter_object(
         self, key: str, chunk: int = 1 << 20, offset: int = 0, length: int | None = None

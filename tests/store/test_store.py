@@ -76,7 +76,12 @@ def test_file_roundtrip(store: ObjectStore, tmp_path) -> None:
     info = store.get_file("files/in.bin", dst)
     assert dst.read_bytes() == src.read_bytes()
     assert info.size == src.stat().st_size
-    assert store.stat("files/in.bin").metadata == {"n": "1"}
+    head = store.stat("files/in.bin")
+    assert head.metadata == {"n": "1"}
+    # one GET tells what a HEAD would
+    assert (info.etag, info.content_type, info.metadata, info.last_modified) == \
+        (head.etag, head.content_type, head.metadata, head.last_modified)
+    assert [p.name for p in dst.parent.iterdir()] == ["out.bin"]  # no partial file left
 
 
 def test_missing_objects(store: ObjectStore, tmp_path) -> None:
