@@ -247,9 +247,9 @@ class TaskStore:
 
     # -- recently seen records ------------------------------------------------------------
 
-    def _remember(self, record: TaskRecord) -> None:
+    def _remember(self, record: TaskRecord, etag: str) -> None:
         with self._recent_guard:
-            self._recent[record.id] = (time.monotonic(), record.model_copy(deep=True))
+            self._recent[record.id] = (time.monotonic(), record.model_copy(deep=True), etag)
             self._recent.move_to_end(record.id)
             while len(self._recent) > _RECENT_MAX:
                 self._recent.popitem(last=False)
@@ -270,6 +270,12 @@ class TaskStore:
             return None
         return entry[1]
 
+    def _last_known(self, task_id: str) -> tuple[TaskRecord, str] | None:
+        """A private copy of the record as this process last read or wrote it, and its ETag."""
+        with self._recent_guard:
+            entry = self._recent.get(task_id)
+        return None if entry is None else (entry[1].model_copy(deep=True), entry[2])
+
     # -- single records -------------------------------------------------------------------
 
     def create(self, record: TaskRecord) -> TaskRecord:
@@ -278,10 +284,10 @@ class TaskStore:
         new.revision = 1
         new.updated_at = utcnow()
         try:
-            self.store.create_json(task_key(new.id), _body(new), _metadata(new))
+            etag = self.store.create_json(task_key(new.id), _body(new), _metadata(new))
         except AlreadyExists as exc:
             raise TaskExists(new.id) from exc
-        self._remember(new)
+        self._remember(new, etag)
         return new
 
     def get(self, task_id: str) -> tuple[TaskRecord, str]:
@@ -294,7 +300,7 @@ class TaskStore:
             self._forget(task_id)
             raise TaskNotFound(task_id) from exc
         record = TaskRecord.model_validate(body)
-        self._remember(record)
+        self._remember(record, etag)
         return record, etag
 
     def peek(self, task_id: str) -> TaskMeta:
@@ -347,24 +353,41 @@ class TaskStore:
             return self._update(task_id, mutate, retries)
 
     def _update(self, task_id: str, mutate: Callable[[TaskRecord], bool | None], retries: int) -> TaskRecord:
+        # The first round starts from the version this process last read or wrote, without a
+        # GET: a task's writes mostly come from the gateway that runs it, one after another.
+        # The compare-and-swap still guards the write, and a round that would end without
+        # writing (or raises) on that copy runs again on a fresh read, so every record this
+        # returns was read from the store or written to it, as before.
+        known = self._last_known(task_id)
         for attempt in range(retries + 1):
-            record, etag = self.get(task_id)
-            base_revision = record.revision
-            if mutate(record) is False:
-                return record
+            guess, known = known, None
+            if guess is not None:
+                record, etag = guess
+                base_revision = record.revision
+                try:
+                    if mutate(record) is False:
+                        continue
+                except Exception:  # noqa: BLE001 - decided on what may be stale; decide again on a fresh read
+                    continue
+            else:
+                record, etag = self.get(task_id)
+                base_revision = record.revision
+                if mutate(record) is False:
+                    return record
             if record.id != task_id:
                 raise ValueError("mutate must not change the task id")
             record.revision = base_revision + 1
             record.updated_at = utcnow()
             try:
-                self.store.replace_json(
+                new_etag = self.store.replace_json(
                     task_key(task_id), _body(record), _metadata(record), if_match=etag
                 )
-                self._remember(record)
+                self._remember(record, new_etag)
                 return record
             except PreconditionFailed:
-                # Full jitter: contending writers spread out instead of colliding again.
-                time.sleep(random.uniform(0.0, min(0.25, 0.005 * 2**attempt)))
+                if guess is None:
+                    # Full jitter: contending writers spread out instead of colliding again.
+                    time.sleep(random.uniform(0.0, min(0.25, 0.005 * 2**attempt)))
         raise TaskConflict(f"{task_id}: gave up after {retries} lost compare-and-swap rounds")
 
     # -- ownership ------------------------------------------------------------------------

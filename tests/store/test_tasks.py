@@ -132,6 +132,46 @@ def test_no_lost_updates_under_contention(tasks: TaskStore) -> None:
     assert final.revision == 81
 
 
+def test_own_writes_need_no_read_and_others_writes_are_not_lost(store: ObjectStore) -> None:
+    """A gateway writing its task's progress one update after another does not read the
+    record first each time; a write by another process in between is still merged, and a
+    decision is never taken on the stale copy."""
+    mine, theirs = TaskStore(store), TaskStore(store)
+    reads = []
+    real_read = store.read_json
+
+    def counted(key):
+        reads.append(key)
+        return real_read(key)
+
+    rec = mine.create(_new(params={"mine": 0, "theirs": 0}))
+    store.read_json = counted
+    try:
+        for i in range(1, 6):
+            mine.update(rec.id, lambda r, i=i: r.params.__setitem__("mine", i))
+        assert reads == []
+        # another gateway's write in between: the next update finds its copy stale, reads once
+        theirs.update(rec.id, lambda r: r.params.__setitem__("theirs", 1))
+        reads.clear()
+        mine.update(rec.id, lambda r: r.params.__setitem__("mine", 6))
+        assert len(reads) == 1
+        final, _ = theirs.get(rec.id)
+        assert final.params == {"mine": 6, "theirs": 1} and final.revision == 8
+        # a lease taken over elsewhere is seen even though the remembered copy still says ours
+        assert mine.claim(rec.id, "gw-a", lease_s=0.3) is not None
+        time.sleep(0.4)
+        assert theirs.claim(rec.id, "gw-b", lease_s=30) is not None
+        with pytest.raises(LeaseLost):
+            mine.renew(rec.id, "gw-a", lease_s=30)
+        # a refusal is never decided on the old copy: this process last saw gw-b's live
+        # lease, and gw-b has let go since
+        assert mine.get(rec.id)[0].owner == "gw-b"
+        theirs.release(rec.id, "gw-b")
+        assert mine.claim(rec.id, "gw-a", lease_s=30) is not None
+    finally:
+        store.read_json = real_read
+
+
 def test_claim_renew_expiry_takeover(tasks: TaskStore) -> None:
     rec = tasks.create(_new())
     a = tasks.claim(rec.id, "gw-a", lease_s=0.6)
