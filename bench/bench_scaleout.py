@@ -5,17 +5,18 @@ second from the first task's creation to the last task's completion (timestamps 
 records in the store; the client's own wall clock is reported too). Each configuration
 first runs one job per replica, so every replica is warm.
 
-Job size: 4 s of speech at 1024x1024, 24 fps, and every replica pinned to a core of its own
+Job size: 16 s of speech at 1024x1024, 24 fps, and every replica pinned to a core of its own
 (as a Kubernetes CPU limit of 1 would do). On this 2-core machine two replicas must not fight
 for the same core, or the ratio says nothing about scale-out: each replica runs with
 TALKSERVE_DICETALK_ENGINE_THREADS=1 and one slot, and is pinned (all its threads) to core 0 or
-1; the gateway, media service and store float. The size is large because the rest of the
-stack costs about 0.3 CPU-seconds per job (store round trips, muxing, the gateway's
-bookkeeping), which with two pinned replicas has to come out of their cores: the larger
-the render, the smaller that share. The benchmark measures both (CPU seconds of every
-process) and prints the ratio this machine allows next to the one it got.
+1; the gateway, media service and store float. The jobs are long because the rest of the
+stack costs CPU per job too (store round trips, normalising and encoding the sound, muxing,
+the gateway's bookkeeping), which with two pinned replicas has to come out of their cores:
+the more of a job's CPU the render is, the smaller that share (4 s jobs: about 1.35x, 16 s
+jobs: about 1.5x on the machine of bench/results). The benchmark measures both (CPU seconds
+of every process) and prints the ratio this machine allows next to the one it got.
 
-    python -m bench.bench_scaleout [--jobs 20] [--seconds 4] [--size 1024] [--no-pin] [--json PATH]
+    python -m bench.bench_scaleout [--jobs 20] [--seconds 16] [--size 1024] [--no-pin] [--json PATH]
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def wait_all(client, ids: list[str], poll: float = 0.5, timeout: float = 900) ->
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=20)
-    ap.add_argument("--seconds", type=float, default=4.0, help="speech length of each job")
+    ap.add_argument("--seconds", type=float, default=16.0, help="speech length of each job")
     ap.add_argument("--size", type=int, default=1024, help="min_resolution of each job")
     ap.add_argument("--no-pin", action="store_true", help="let replicas float over all cores")
     ap.add_argument("--json", default=None)
