@@ -65,9 +65,18 @@ def warp_vertices(rest: np.ndarray, total: int = 230) -> np.ndarray:
     return np.array(sorted(chosen), np.int32)
 
 
-# nogil: the encoder thread runs beside the render loop. cache: compiled once per
-# installation (in __pycache__), not in every process that renders.
-@numba.njit(cache=True, nogil=True, fastmath=False)
+def _compiled(fn):
+    """`fn` compiled by numba without the GIL (the encoder thread runs beside the render
+    loop), cached on disk so a process loads it instead of compiling (about 1 s): in
+    __pycache__, else under $NUMBA_CACHE_DIR or $XDG_CACHE_HOME. Where none of those can be
+    written (a read-only image without a writable home) each process compiles it once."""
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(fn)
+
+
+@_compiled
 def _scan_triangles(m: np.ndarray, x0: int, y0: int, tri: np.ndarray, aff: np.ndarray) -> None:
     """Write `aff[k]` applied to every pixel inside triangle `tri[k]` into the map `m`.
 

@@ -3,6 +3,10 @@ pixel by pixel against barycentric coordinates computed independently in float64
 
 from __future__ import annotations
 
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -110,3 +114,18 @@ def test_lips_pressed_shut_sample_nothing_from_afar(portrait, left):
     m = warper.backward_map(dest)
     far = np.abs(m - warper.ident).max()
     assert far <= reach + 1.0, f"a pixel samples {far:.1f} px away; mesh points moved at most {reach:.1f}"
+
+
+def test_warp_compiles_where_no_cache_can_be_written():
+    """A read-only install without a writable home: numba cannot cache, the engine still loads."""
+    code = ("import numba.core.caching as c\n"
+            "def read_only(self):\n"
+            "    raise OSError('read-only file system')\n"
+            "c._CacheLocator.ensure_cache_path = read_only\n"
+            "from libs.talkface import render\n"
+            "render.compile_kernels()\n"
+            "print('compiled')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=pathlib.Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "compiled"
