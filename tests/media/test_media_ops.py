@@ -302,3 +302,23 @@ def test_concat_refuses_clips_encoded_differently(media, files, new_ref, odd):
 def test_concat_of_nothing_is_invalid(media, new_ref):
     err = rpc_error(media.stub.Concat, media_pb2.ConcatRequest(destination=new_ref("j.mp4")))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+
+@pytest.mark.parametrize("codec, layout", [("pcm_s16le", "mono"), ("pcm_s32le", "stereo"), ("pcm_f32le", "stereo"),
+                                           ("adpcm_ms", "mono"), ("libmp3lame", "stereo")])
+def test_wav_is_described_and_decoded_as_after_ffmpegs_full_analysis(media, new_ref, tmp_path, codec, layout):
+    """WAV files are opened from their header alone (FFmpeg's stream analysis, which reads
+    and decodes seconds of sound, is skipped); what the service reports and decodes is what
+    the full analysis gives, for PCM and for compressed sound inside WAV alike."""
+    path = tmp_path / "speech.wav"
+    mediafiles.write_audio(path, "wav", codec, 1.5, rate=22050, layout=layout)
+    info = media.stub.Probe(media_pb2.ProbeRequest(source=media.put(path), expect=AUDIO), timeout=30).info
+    with av.open(str(path)) as full:
+        ctx = full.streams.audio[0].codec_context
+        assert (info.audio_codec, info.sample_rate, info.channels) == (ctx.name, ctx.sample_rate, ctx.channels)
+        assert info.duration_seconds == pytest.approx(full.duration / av.time_base, abs=0.03)
+        decoded = sum(frame.samples for frame in full.decode(audio=0)) / ctx.sample_rate
+    reply = media.stub.NormalizeAudio(
+        media_pb2.NormalizeAudioRequest(source=media.put(path), destination=new_ref("n.wav")), timeout=30)
+    assert reply.duration_seconds == pytest.approx(decoded, abs=0.01)
