@@ -166,7 +166,6 @@ class Warper:
         self.simplices = tri.simplices.astype(np.int32)
         self.neighbors = tri.neighbors.astype(np.int32)
         self.all_rest = pts.astype(np.float32)
-        self.n_tri = len(self.simplices)
         r = self.all_rest[self.simplices]
         self._rest_det = np.abs((r[:, 0, 0] - r[:, 2, 0]) * (r[:, 1, 1] - r[:, 2, 1])
                                 - (r[:, 1, 0] - r[:, 2, 0]) * (r[:, 0, 1] - r[:, 2, 1]))
