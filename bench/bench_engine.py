@@ -66,14 +66,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def child_peak_rss_mb(pid: int) -> float:
-    """Peak RSS of a running child (the engine's phone recogniser)."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
 def run_one(seconds: float, size: int, portrait: str, tmp: str) -> dict:
     """One length, in this process: generate, then encode the same frames alone."""
     from libs.talkface.api import PortraitJob
@@ -98,7 +90,7 @@ def run_one(seconds: float, size: int, portrait: str, tmp: str) -> dict:
     audio.mouth_track(samples, 24, int(round(len(samples) / 16000 * 24)))
     speech_s = time.perf_counter() - t0
 
-    from bench.common import cpu_seconds  # this process and its recogniser child
+    from bench.common import cpu_seconds, proc_status_kb  # this process and its recogniser child
 
     helper = engine.phones._proc.pid
     rss_before = peak_rss_mb()
@@ -108,7 +100,7 @@ def run_one(seconds: float, size: int, portrait: str, tmp: str) -> dict:
     wall = time.perf_counter() - t0
     cpu = cpu_seconds(os.getpid()) - cpu0
     rss_gen = peak_rss_mb()
-    rss_helper = child_peak_rss_mb(helper)
+    rss_helper = proc_status_kb(helper, "VmHWM") / 1024.0
 
     # the encoder alone on the very frames generate made (decoded up front, not timed)
     frames = list(VideoReader(out)) if seconds <= 15 else None

@@ -13,8 +13,9 @@ TALKSERVE_DICETALK_ENGINE_THREADS=1 and one slot, and is pinned (all its threads
 stack costs CPU per job too (store round trips, normalising and encoding the sound, muxing,
 the gateway's bookkeeping), which with two pinned replicas has to come out of their cores:
 the more of a job's CPU the render is, the smaller that share (4 s jobs: about 1.35x, 16 s
-jobs: about 1.5x on the machine of bench/results). The benchmark measures both (CPU seconds
-of every process) and prints the ratio this machine allows next to the one it got.
+jobs: 1.55-1.77x over five runs on the machine of bench/results). The benchmark measures
+both (CPU seconds of every process) and prints the ratio this machine allows next to the
+one it got.
 
     python -m bench.bench_scaleout [--jobs 20] [--seconds 16] [--size 1024] [--no-pin] [--json PATH]
 """
