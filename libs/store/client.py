@@ -87,12 +87,12 @@ class ObjectStream:
         self._response = response
         self._chunk = chunk
         self._closed = False
-        headers = response.headers
+        info = _headers_info(key, response.headers)
         self.key = key
-        self.size = int(headers.get("content-length", "0") or 0)
-        self.content_type: str | None = headers.get("content-type")
-        self.etag = _strip_etag(headers.get("etag"))
-        self.metadata = _user_metadata(headers)
+        self.size = info.size
+        self.content_type: str | None = info.content_type
+        self.etag = info.etag
+        self.metadata = info.metadata
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -126,6 +126,19 @@ def _user_metadata(headers: Any) -> dict[str, str]:
         for k, v in headers.items()
         if k.lower().startswith(_META_PREFIX)
     }
+
+
+def _headers_info(key: str, headers: Any) -> ObjectInfo:
+    """What a GET's (or HEAD's) response headers tell of the object."""
+    modified = headers.get("last-modified")
+    return ObjectInfo(
+        key=key,
+        size=int(headers.get("content-length") or 0),
+        etag=_strip_etag(headers.get("etag")),
+        content_type=headers.get("content-type"),
+        metadata=_user_metadata(headers),
+        last_modified=mtime.from_http_header(modified) if modified else None,
+    )
 
 
 def _meta_headers(metadata: dict[str, str] | None) -> dict[str, str]:
@@ -441,15 +454,7 @@ class ObjectStore:
                 response.close()
                 response.release_conn()
 
-        headers = self._retry(op, what=key)
-        return ObjectInfo(
-            key=key,
-            size=int(headers.get("content-length") or 0),
-            etag=_strip_etag(headers.get("etag")),
-            content_type=headers.get("content-type"),
-            metadata=_user_metadata(headers),
-            last_modified=mtime.from_http_header(headers["last-modified"]) if headers.get("last-modified") else None,
-        )
+        return _headers_info(key, self._retry(op, what=key))
 
     def iter_object(
         self, key: str, chunk: int = 1 << 20, offset: int = 0, length: int | None = None
