@@ -76,8 +76,8 @@ def backend(store_settings: StoreSettings, replicas: int = 1, slots: int | None 
 
 
 @contextlib.contextmanager
-def gateway(back: Backend, **overrides) -> Iterator[str]:
-    """Serve the gateway app with uvicorn in a thread; yields its base URL."""
+def gateway_app(back: Backend, **overrides) -> Iterator[tuple[str, object]]:
+    """Serve the gateway app with uvicorn in a thread; yields (base URL, the FastAPI app)."""
     settings = GatewaySettings(
         ports=[0], media_target=back.media_target,
         dicetalk_targets=back.targets["dicetalk"], echomimic_targets=back.targets["echomimic"],
@@ -87,7 +87,8 @@ def gateway(back: Backend, **overrides) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, back.store_settings), log_level="warning"))
+    app = create_app(settings, back.store_settings)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -95,8 +96,15 @@ def gateway(back: Backend, **overrides) -> Iterator[str]:
         assert time.monotonic() < deadline, "gateway did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", app
     finally:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+@contextlib.contextmanager
+def gateway(back: Backend, **overrides) -> Iterator[str]:
+    """Serve the gateway app with uvicorn in a thread; yields its base URL."""
+    with gateway_app(back, **overrides) as (url, _):
+        yield url

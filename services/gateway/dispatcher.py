@@ -69,6 +69,13 @@ class Dispatcher:
         self.queues: dict[str, collections.deque[Item]] = {k: collections.deque() for k in clients.replicas}
         self.held: dict[str, Held] = {}
         self._inflight: dict[str, int] = collections.defaultdict(int)
+        # Each replica's slot count from its last answer: while this gateway's own runs fill
+        # them all, asking the replica again cannot reveal a free one.
+        self._slots: dict[str, int] = {}
+        # Tasks the store scan never needs to look at again: finished (a final state) or of a
+        # kind no dispatcher runs (a task's kind never changes). Without this every scan
+        # sends a HEAD for every task kept in the store (24 h of them) every 2 s.
+        self._settled: set[str] = set()
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -193,12 +200,16 @@ class Dispatcher:
         except Exception:  # noqa: BLE001 - the store is restarting; the next scan catches up
             log.warning("store scan failed", exc_info=True)
             return
+        self._settled.intersection_update(ids)  # forget deleted tasks
         for task_id in ids:
-            if task_id in self.held:
+            if task_id in self.held or task_id in self._settled:
                 continue
             try:
                 meta = self.tasks.peek(task_id)
-                if meta.finished or meta.status not in _WAITING:
+                if meta.finished:
+                    self._settled.add(task_id)
+                    continue
+                if meta.status not in _WAITING:
                     continue
                 if meta.owner and meta.lease_until and meta.lease_until.timestamp() > time.time():
                     continue
@@ -208,7 +219,9 @@ class Dispatcher:
             except Exception:  # noqa: BLE001
                 log.warning("store scan failed on %s", task_id, exc_info=True)
                 continue
-            if rec.status in _WAITING and rec.kind in MODEL_KIND:
+            if rec.kind not in MODEL_KIND:
+                self._settled.add(task_id)
+            elif rec.status in _WAITING:
                 found.append(rec)
         for rec in sorted(found, key=lambda r: r.created_at):
             if rec.owner and rec.owner != self.settings.gateway_id:
@@ -247,10 +260,14 @@ class Dispatcher:
         """The replica with the most free slots, counting the jobs this gateway sent it already."""
         best, best_free = None, 0
         for replica in self.clients.replicas[kind]:
+            own = self._inflight[replica.target]
+            if own >= self._slots.get(replica.target, own + 1):
+                continue
             cap = replica.capacity()
             if cap is None or cap.draining:
                 continue
-            free = min(cap.slots_free, cap.slots_total - self._inflight[replica.target])
+            self._slots[replica.target] = cap.slots_total
+            free = min(cap.slots_free, cap.slots_total - own)
             if free > best_free:
                 best, best_free = replica, free
         return best
