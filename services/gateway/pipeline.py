@@ -39,6 +39,10 @@ ECHOMIMIC_FIELDS = ("width", "height", "length", "seed", "facemask_dilation_rati
 # Share of the overall progress each step takes.
 _NORMALISE, _RENDER_END = 0.05, 0.9
 
+# The AAC rate of clips that are joined into one video: the media service's finer rate, so no
+# clip loses sound whatever rate it came at.
+JOINED_AAC_RATE = 48000
+
 
 # Which model service runs each kind of task; modules that add task kinds register here too.
 MODEL_KIND = {"dicetalk": "dicetalk", "echomimic": "echomimic", "echomimic_multi": "echomimic",
@@ -226,9 +230,9 @@ class Pipeline:
             video=ref(key), engine=meta["engine"], frames=int(meta["frames"]), fps=float(meta["fps"]),
             width=int(meta["width"]), height=int(meta["height"]), duration_seconds=float(meta["duration"]))
 
-    def _mux(self, run: Run, video_key: str, audio_key: str, dest_key: str) -> None:
+    def _mux(self, run: Run, video_key: str, audio_key: str, dest_key: str, sample_rate: int = 0) -> None:
         self.media("Mux", media_pb2.MuxRequest(video=ref(video_key), audio=ref(audio_key),
-                                                destination=ref(dest_key)), run)
+                                                destination=ref(dest_key), sample_rate=sample_rate), run)
 
     # -- kinds ---------------------------------------------------------------------------------
 
@@ -255,25 +259,27 @@ class Pipeline:
         self.complete(tid, {"video": out}, result)
 
     def _render_with_audio(self, run: Run, method: str, make_request, audio_key: str, tag: str, out: str,
-                           report) -> common_pb2.VideoResult:
+                           report, sample_rate: int = 0) -> common_pb2.VideoResult:
         """Normalise the audio, render a silent clip, mux the original audio into `out`."""
         tid = run.record.id
         wav = task_key(tid, "work", f"audio{tag}.wav")
         self._normalise(run, audio_key, wav)
         silent = task_key(tid, "work", f"video{tag}.mp4")
         report(_NORMALISE, "Generating video...")
-        return self._render_and_mux(run, method, make_request(wav, silent), audio_key, tag, silent, out, report)
+        return self._render_and_mux(run, method, make_request(wav, silent), audio_key, tag, silent, out, report,
+                                    sample_rate)
 
     def _render_and_mux(self, run: Run, method: str, request, audio_key: str, tag: str, silent: str, out: str,
-                        report) -> common_pb2.VideoResult:
+                        report, sample_rate: int = 0) -> common_pb2.VideoResult:
         """Render on a replica while the media service encodes the sound, then mux the two.
 
         The mux then copies both tracks; if encoding failed, it encodes the original itself.
+        `sample_rate` 0 lets the media service pick the AAC rate from the sound.
         """
         encoded = task_key(run.record.id, "work", f"audio{tag}.m4a")
         run.check()
         encoding = self.clients.media.EncodeAudio.future(
-            media_pb2.EncodeAudioRequest(source=ref(audio_key), destination=ref(encoded)),
+            media_pb2.EncodeAudioRequest(source=ref(audio_key), destination=ref(encoded), sample_rate=sample_rate),
             timeout=self.settings.rpc_timeout_seconds)
         try:
             result = self.render(run, method, request, _NORMALISE, _RENDER_END, report)
@@ -287,7 +293,7 @@ class Pipeline:
             log.warning("task %s: encoding the sound ahead failed (%s: %s); the mux encodes it",
                         run.record.id, err.code().name, err.details())
             encoded = audio_key
-        self._mux(run, silent, encoded, out)
+        self._mux(run, silent, encoded, out, sample_rate)
         return result
 
     def complete(self, task_id: str, outputs: dict[str, str], result: common_pb2.VideoResult) -> None:
@@ -344,8 +350,10 @@ class Pipeline:
 
         self.set(tid, None, None, status=TaskStatus.PROCESSING)
         out = task_key(tid, "outputs", f"segment_{seg}.mp4")
+        # Clips joined by stream copy must share one AAC rate, whatever rate each sound came at.
+        rate = JOINED_AAC_RATE if run.record.params.get("combine_videos") else 0
         result = self._render_with_audio(run, "Generate", self._echomimic_request(run, f"{tid}-{seg}"),
-                                         run.record.inputs[f"audio_{seg}"], f"_{seg}", out, report)
+                                         run.record.inputs[f"audio_{seg}"], f"_{seg}", out, report, rate)
         report(1.0, "")
 
         def mutate(rec: TaskRecord) -> None:

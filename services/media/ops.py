@@ -39,9 +39,11 @@ MAX_PIXELS = 8192 * 8192
 # Video codecs mux() copies into MP4 as they are.
 COPYABLE_VIDEO_CODECS = ("h264", "hevc")
 
-# mux() always writes 48 kHz AAC: its 1024-sample frame is then 21 ms, the most the sound
-# may run past the picture (at 16 kHz, the rate speech usually arrives in, it is 64 ms).
-MUX_AUDIO_RATE = 48000
+# The rates mux() writes AAC at. Sound that arrives at up to 24 kHz (speech from TTS and
+# most recorders: 16, 22.05, 24 kHz) is encoded at 24 kHz, which keeps all of it and costs a
+# third of encoding at 48 kHz; anything finer at 48 kHz. An AAC frame is 1024 samples, so the
+# sound may run past the picture by up to 43 ms (24 kHz) or 21 ms (48 kHz).
+AAC_RATES = (24000, 48000)
 
 NORMALIZED_RATE = 16000
 
@@ -365,6 +367,17 @@ def _aac_layout(channels: int) -> str:
     return "mono" if channels == 1 else "stereo"
 
 
+def aac_rate(source_rate: int, wanted: int = 0) -> int:
+    """The rate mux() encodes sound of `source_rate` Hz at: `wanted` when given (clips to be
+    joined must share one), else the lower of AAC_RATES that holds all of the sound."""
+    if wanted:
+        if wanted not in AAC_RATES:
+            raise MediaError(f"sample rate {wanted} Hz: AAC is written at {' or '.join(map(str, AAC_RATES))} Hz",
+                             code="invalid_request")
+        return wanted
+    return AAC_RATES[0] if 0 < source_rate <= AAC_RATES[0] else AAC_RATES[-1]
+
+
 def _add_aac_stream(out, rate: int, layout: str):
     # The fast coder takes half the CPU of the default (twoloop) one; at 128 kb/s speech
     # keeps its sound (tests/media/test_media_ops.py compares it with the input).
@@ -373,9 +386,10 @@ def _add_aac_stream(out, rate: int, layout: str):
     return stream
 
 
-def encode_audio(src: str, dst: str, pad_seconds: float = PREENCODE_PAD_SECONDS) -> float:
-    """Write `dst`: the audio of `src` as the AAC track mux() would make (48 kHz, whole
-    frames), followed by `pad_seconds` of silence; return the seconds of sound it holds.
+def encode_audio(src: str, dst: str, pad_seconds: float = PREENCODE_PAD_SECONDS, rate: int = 0) -> float:
+    """Write `dst`: the audio of `src` as the AAC track mux() would make (at
+    aac_rate(its rate, `rate`), whole frames), followed by `pad_seconds` of silence; return
+    the seconds of sound it holds.
 
     mux() copies the packets of such a file instead of encoding the audio again, so a
     pipeline can encode the sound while the picture renders and mux in a stream copy.
@@ -385,7 +399,7 @@ def encode_audio(src: str, dst: str, pad_seconds: float = PREENCODE_PAD_SECONDS)
         if astream is None:
             raise MediaError("the audio input holds no audio stream", code="wrong_media_kind")
         layout = _aac_layout(astream.codec_context.channels)
-    rate = MUX_AUDIO_RATE
+        rate = aac_rate(astream.codec_context.sample_rate, rate)
     heard: list[int] = []
     try:
         with av.open(os.fspath(dst), "w", format="mp4") as out:
@@ -400,15 +414,15 @@ def encode_audio(src: str, dst: str, pad_seconds: float = PREENCODE_PAD_SECONDS)
     return heard[0] / rate
 
 
-def _copyable_aac(container, astream, frames: int) -> list | None:
-    """The packets of an AAC track in mux()'s format holding at least `frames` whole frames:
-    its encoder-delay packets and then `frames` frames; None when the track must be
-    encoded instead (another codec or rate, a gap, or too short)."""
+def _copyable_aac(container, astream, frames: int, rate: int) -> list | None:
+    """The packets of an AAC track in mux()'s format at `rate` holding at least `frames`
+    whole frames: its encoder-delay packets and then `frames` frames; None when the track
+    must be encoded instead (another codec or rate, a gap, or too short)."""
     if astream is None or _video_stream(container) is not None:
         return None
     ctx = astream.codec_context
-    if (ctx.name != "aac" or ctx.sample_rate != MUX_AUDIO_RATE or ctx.channels not in (1, 2)
-            or astream.time_base != Fraction(1, MUX_AUDIO_RATE)):
+    if (ctx.name != "aac" or ctx.sample_rate != rate or ctx.channels not in (1, 2)
+            or astream.time_base != Fraction(1, rate)):
         return None
     packets, counted, expect = [], 0, None
     for packet in container.demux(astream):
@@ -425,9 +439,10 @@ def _copyable_aac(container, astream, frames: int) -> list | None:
     return None
 
 
-def _moved(packets: list, stream, start: Fraction) -> Iterator[av.Packet]:
-    """`packets` on `stream`, shifted so the first frame that is heard starts at `start`."""
-    shift = int(round(start * MUX_AUDIO_RATE)) - next(p.pts for p in packets if not p.is_discard)
+def _moved(packets: list, stream, start: Fraction, rate: int) -> Iterator[av.Packet]:
+    """`packets` (time base 1 / `rate`) on `stream`, shifted so the first frame that is heard
+    starts at `start`."""
+    shift = int(round(start * rate)) - next(p.pts for p in packets if not p.is_discard)
     for packet in packets:
         packet.pts += shift
         packet.dts += shift
@@ -435,68 +450,72 @@ def _moved(packets: list, stream, start: Fraction) -> Iterator[av.Packet]:
         yield packet
 
 
-def mux(video: str, audio: str, dst: str) -> MediaInfo:
-    """Write `dst`: the video stream of `video` copied as is, plus `audio` encoded to AAC.
+def mux(video: str, audio: str, dst: str, rate: int = 0) -> MediaInfo:
+    """Write `dst`: the video stream of `video` copied as is, plus `audio` encoded to AAC at
+    aac_rate(its rate, `rate`).
 
     The audio is cut or padded with silence to the video's duration, rounded up to a
-    whole AAC frame (under 22 ms), so both tracks end together; the file is written with
-    its index first (+faststart) for streaming. Audio from encode_audio() that covers the
-    video is copied, not encoded again.
+    whole AAC frame, so both tracks end together; the file is written with its index first
+    (+faststart) for streaming. Audio from encode_audio() at that rate that covers the video
+    is copied, not encoded again.
     """
-    with _open(video) as vin:
-        vstream = _video_stream(vin)
-        if vstream is None:
-            raise MediaError("the video input holds no video stream", code="wrong_media_kind")
-        if vstream.codec_context.name not in COPYABLE_VIDEO_CODECS:
-            raise MediaError(
-                f"the video codec {vstream.codec_context.name} cannot be copied into MP4 "
-                f"(accepted: {', '.join(COPYABLE_VIDEO_CODECS)})",
-                code="unsupported_codec",
-            )
-        v_start, v_end, v_count = _packet_spans(vin).get(KIND_VIDEO, (Fraction(0), Fraction(0), 0))
-    if v_count == 0 or v_end <= v_start:
-        raise MediaError("the video input holds no frames")
+    try:
+        with _open(video) as vin:
+            vstream = _video_stream(vin)
+            if vstream is None:
+                raise MediaError("the video input holds no video stream", code="wrong_media_kind")
+            if vstream.codec_context.name not in COPYABLE_VIDEO_CODECS:
+                raise MediaError(
+                    f"the video codec {vstream.codec_context.name} cannot be copied into MP4 "
+                    f"(accepted: {', '.join(COPYABLE_VIDEO_CODECS)})",
+                    code="unsupported_codec",
+                )
+            v_start, v_end, v_count = _packet_spans(vin).get(KIND_VIDEO, (Fraction(0), Fraction(0), 0))
+            if v_count == 0 or v_end <= v_start:
+                raise MediaError("the video input holds no frames")
+            # Back to the first packet: opening the file again would analyse its streams again.
+            vin.seek(0)
+            with _open(audio) as ain:
+                astream = _audio_stream(ain)
+                if astream is None:
+                    raise MediaError("the audio input holds no audio stream", code="wrong_media_kind")
+                _mux_into(dst, vin, vstream, v_start, v_end, audio, ain, astream,
+                          aac_rate(astream.codec_context.sample_rate, rate))
+    except (av.FFmpegError, ValueError) as exc:
+        raise MediaError(f"cannot mux these inputs: {_reason(exc)}") from exc
+    return probe(dst, decode_check=False)
 
-    rate = MUX_AUDIO_RATE
+
+def _mux_into(dst: str, vin, vstream, v_start: Fraction, v_end: Fraction, audio: str, ain, astream,
+              rate: int) -> None:
     # Whole AAC frames only: a short last frame still decodes to a whole one, so a clip
     # whose sound ended mid-frame would carry a hidden tail that shifts everything after
     # it when clips are joined by stream copy.
     frames = -(-int(round((v_end - v_start) * rate)) // AAC_FRAME_SAMPLES)
     total = frames * AAC_FRAME_SAMPLES
-
-    try:
-        with _open(video) as vin, _open(audio) as ain, av.open(
-            os.fspath(dst), "w", format="mp4", container_options={"movflags": "+faststart"}
-        ) as out:
-            astream = _audio_stream(ain)
-            if astream is None:
-                raise MediaError("the audio input holds no audio stream", code="wrong_media_kind")
-            vstream = _video_stream(vin)
-            ov = out.add_stream_from_template(vstream)
-            copied = _copyable_aac(ain, astream, frames)
-            if copied is not None:
-                audio_packets = _moved(copied, out.add_stream_from_template(astream), v_start)
-            else:
-                layout = _aac_layout(astream.codec_context.channels)
-                oa = _add_aac_stream(out, rate, layout)
-                audio_packets = _aac_packets(audio, oa, rate, layout, total, start=v_start)
-            pending = next(audio_packets, None)
-            for packet in vin.demux(vstream):
-                if packet.dts is None:
-                    continue  # the demuxer's end-of-stream marker
-                now = packet.dts * packet.time_base
-                # Interleave as we go so the muxer never buffers a whole track.
-                while pending is not None and pending.pts * pending.time_base <= now:
-                    out.mux(pending)
-                    pending = next(audio_packets, None)
-                packet.stream = ov
-                out.mux(packet)
-            while pending is not None:
+    with av.open(os.fspath(dst), "w", format="mp4", container_options={"movflags": "+faststart"}) as out:
+        ov = out.add_stream_from_template(vstream)
+        copied = _copyable_aac(ain, astream, frames, rate)
+        if copied is not None:
+            audio_packets = _moved(copied, out.add_stream_from_template(astream), v_start, rate)
+        else:
+            layout = _aac_layout(astream.codec_context.channels)
+            oa = _add_aac_stream(out, rate, layout)
+            audio_packets = _aac_packets(audio, oa, rate, layout, total, start=v_start)
+        pending = next(audio_packets, None)
+        for packet in vin.demux(vstream):
+            if packet.dts is None:
+                continue  # the demuxer's end-of-stream marker
+            now = packet.dts * packet.time_base
+            # Interleave as we go so the muxer never buffers a whole track.
+            while pending is not None and pending.pts * pending.time_base <= now:
                 out.mux(pending)
                 pending = next(audio_packets, None)
-    except (av.FFmpegError, ValueError) as exc:
-        raise MediaError(f"cannot mux these inputs: {_reason(exc)}") from exc
-    return probe(dst, decode_check=False)
+            packet.stream = ov
+            out.mux(packet)
+        while pending is not None:
+            out.mux(pending)
+            pending = next(audio_packets, None)
 
 
 def _aac_packets(path: str, stream, rate: int, layout: str, total: int | None, start: Fraction,

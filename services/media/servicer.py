@@ -230,21 +230,23 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
     @_rpc
     def EncodeAudio(self, request: media_pb2.EncodeAudioRequest, context) -> media_pb2.EncodeAudioResponse:
         dest_key = self._key(request.destination, "destination")
+        ops.aac_rate(0, request.sample_rate)  # a rate it cannot write is refused before any download
         with self._workdir() as tmp:
             src = self._download(request.source, "source", os.path.join(tmp, "source"))
             out = os.path.join(tmp, "audio.m4a")
-            duration = ops.encode_audio(src, out)
+            duration = ops.encode_audio(src, out, rate=request.sample_rate)
             self._upload(out, dest_key, "audio/mp4")
         return media_pb2.EncodeAudioResponse(duration_seconds=duration, padding_seconds=ops.PREENCODE_PAD_SECONDS)
 
     @_rpc
     def Mux(self, request: media_pb2.MuxRequest, context) -> media_pb2.MuxResponse:
         dest_key = self._key(request.destination, "destination")
+        ops.aac_rate(0, request.sample_rate)
         with self._workdir() as tmp:
             video = self._download(request.video, "video", os.path.join(tmp, "video"))
             audio = self._download(request.audio, "audio", os.path.join(tmp, "audio"))
             out = os.path.join(tmp, "out.mp4")
-            info = ops.mux(video, audio, out)
+            info = ops.mux(video, audio, out, rate=request.sample_rate)
             self._upload(out, dest_key, "video/mp4")
         return media_pb2.MuxResponse(info=info_message(info))
 

@@ -5,7 +5,6 @@ import time
 import wave
 from datetime import datetime, timedelta, timezone
 
-import pytest
 import requests
 
 from libs.store.client import ObjectStore

@@ -4,8 +4,10 @@ import io
 import time
 
 import av
+import numpy as np
 import pytest
 import requests
+from scipy.signal import resample_poly
 
 from libs.speech.espeak import synthesize, write_wav
 
@@ -90,6 +92,11 @@ def test_multi_audio_segments_and_combined_video(api_url, portrait, tmp_path):
     # The request of echomimic-multi-audio-api.md, with its two audio files.
     for i, text in enumerate(("First part of the story.", "And here is the second part, a bit longer.")):
         write_wav(synthesize(text), tmp_path / f"audio{i + 1}.wav")
+    # The second arrives at 44.1 kHz, as recorded sound does; the clips are still joined.
+    second = synthesize("And here is the second part, a bit longer.")
+    second.samples = resample_poly(second.samples.astype(np.float64), 2, 1).round().astype(np.int16)
+    second.sample_rate *= 2
+    write_wav(second, tmp_path / "audio2.wav")
     url = f"{api_url}/generate_multi_videos"
     files = []
     files.append(('reference_image', ('face.png', open(portrait, 'rb'), 'image/png')))
@@ -116,6 +123,8 @@ def test_multi_audio_segments_and_combined_video(api_url, portrait, tmp_path):
     v, a, _, _ = _durations(combined.content)
     assert v == pytest.approx(sum(part_seconds), abs=0.1)
     assert a == pytest.approx(sum(part_seconds), abs=0.15)
+    with av.open(io.BytesIO(combined.content)) as c:
+        assert c.streams.audio[0].codec_context.sample_rate == 48000
     assert requests.get(f"{api_url}/download_segment/{task_id}/2").status_code == 404
 
 

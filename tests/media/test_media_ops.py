@@ -223,9 +223,58 @@ def test_mux_encodes_afresh_when_the_track_encoded_ahead_ends_before_the_video(m
     mediafiles.write_video(files["silent.mp4"], 2.0)
     _, m4a, out = _encode_then_mux(media, files, new_ref, tmp_path, "blip.wav")
     assert mediafiles.stream_span(m4a, "audio") < 2.0
-    assert mediafiles.stream_span(out, "audio") == pytest.approx(2.0, abs=0.022)
+    assert mediafiles.stream_span(out, "audio") == pytest.approx(2.0, abs=1024 / 24000)  # one AAC frame
     assert dominant_hz(decode_mono(out, 0.1, 0.45), 16000) == pytest.approx(440, abs=5)
     assert np.sqrt(np.mean(decode_mono(out, 0.7, 2.0) ** 2)) < 1e-3
+
+
+def _rate(path) -> int:
+    with av.open(str(path)) as c:
+        return c.streams.audio[0].codec_context.sample_rate
+
+
+@pytest.mark.parametrize("name, wanted, rate", [
+    ("short.wav", 0, 24000),  # 16 kHz speech: 24 kHz AAC holds all of it
+    ("long.mp3", 0, 48000),  # 44.1 kHz
+    ("short.wav", 48000, 48000),  # asked for, as clips to be joined are
+])
+def test_the_aac_rate_follows_the_sound_unless_one_is_asked_for(media, files, new_ref, tmp_path, name, wanted, rate):
+    encoded = new_ref("audio.m4a")
+    media.stub.EncodeAudio(media_pb2.EncodeAudioRequest(
+        source=media.put(files[name]), destination=encoded, sample_rate=wanted), timeout=60)
+    m4a = media.get(encoded, tmp_path / "audio.m4a")
+    assert _rate(m4a) == rate
+    dest = new_ref("talk.mp4")
+    reply = media.stub.Mux(media_pb2.MuxRequest(video=media.put(files["silent.mp4"]), audio=encoded,
+                                                destination=dest, sample_rate=wanted), timeout=60)
+    out = media.get(dest, tmp_path / "talk.mp4")
+    assert reply.info.sample_rate == rate == _rate(out)
+    copied = [p[0] for p in mediafiles.packets(out, "audio")]
+    assert copied == [p[0] for p in mediafiles.packets(m4a, "audio")][: len(copied)]
+    # The sound runs past the picture by less than one AAC frame.
+    assert 0 <= mediafiles.stream_span(out, "audio") - mediafiles.stream_span(out, "video") < 1024 / rate
+    assert dominant_hz(decode_mono(out, 0.2, 1.0), 16000) == pytest.approx(440, abs=5)
+
+    # A mux asked for another rate encodes the sound again at that one.
+    again = new_ref("again.mp4")
+    other = 48000 if rate == 24000 else 24000
+    media.stub.Mux(media_pb2.MuxRequest(video=media.put(files["silent.mp4"]), audio=encoded,
+                                        destination=again, sample_rate=other), timeout=60)
+    redone = media.get(again, tmp_path / "again.mp4")
+    assert _rate(redone) == other
+    assert dominant_hz(decode_mono(redone, 0.2, 1.0), 16000) == pytest.approx(440, abs=5)
+
+
+@pytest.mark.parametrize("call", ["EncodeAudio", "Mux"])
+def test_an_aac_rate_the_service_does_not_write_is_refused(media, files, new_ref, call):
+    audio = media.put(files["short.wav"])
+    request = (media_pb2.EncodeAudioRequest(source=audio, destination=new_ref("a.m4a"), sample_rate=44100)
+               if call == "EncodeAudio" else
+               media_pb2.MuxRequest(video=media.put(files["silent.mp4"]), audio=audio, destination=new_ref("o.mp4"),
+                                    sample_rate=44100))
+    err = rpc_error(getattr(media.stub, call), request)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_code_of(err) == "invalid_request" and "24000 or 48000" in err.details()
 
 
 def test_encode_audio_of_a_file_without_sound_is_a_clear_error(media, files, new_ref):
