@@ -5,19 +5,20 @@ second from the first task's creation to the last task's completion (timestamps 
 records in the store; the client's own wall clock is reported too). Each configuration
 first runs one job per replica, so every replica is warm.
 
-Job size: 16 s of speech at 1024x1024, 24 fps, and every replica pinned to a core of its own
+Job size: 12 s of speech at 1536x1536, 24 fps, and every replica pinned to a core of its own
 (as a Kubernetes CPU limit of 1 would do). On this 2-core machine two replicas must not fight
 for the same core, or the ratio says nothing about scale-out: each replica runs with
 TALKSERVE_DICETALK_ENGINE_THREADS=1 and one slot, and is pinned (all its threads) to core 0 or
-1; the gateway, media service and store float. The jobs are long because the rest of the
+1; the gateway, media service and store float. The jobs are large because the rest of the
 stack costs CPU per job too (store round trips, normalising and encoding the sound, muxing,
-the gateway's bookkeeping), which with two pinned replicas has to come out of their cores:
-the more of a job's CPU the render is, the smaller that share (4 s jobs: about 1.35x, 16 s
-jobs: 1.55-1.77x over five runs on the machine of bench/results). The benchmark measures
-both (CPU seconds of every process) and prints the ratio this machine allows next to the
-one it got.
+the gateway's bookkeeping: about 0.45 CPU-s a job), which with two pinned replicas has to come
+out of their cores: the more of a job's CPU the render is, the smaller that share. At 1536 px
+a job renders for about 6 CPU-s, so the stack is 7 % of it (at 1024 px and 16 s, 10 %:
+1.72-1.74x on the machine of bench/results; 4 s jobs: about 1.35x). On GPUs, where a model
+job takes minutes, the share is smaller still. The benchmark measures both (CPU seconds of
+every process) and prints the ratio this machine allows next to the one it got.
 
-    python -m bench.bench_scaleout [--jobs 20] [--seconds 16] [--size 1024] [--no-pin] [--json PATH]
+    python -m bench.bench_scaleout [--jobs 20] [--seconds 12] [--size 1536] [--no-pin] [--json PATH]
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ def wait_all(client, ids: list[str], poll: float = 0.5, timeout: float = 900) ->
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=20)
-    ap.add_argument("--seconds", type=float, default=16.0, help="speech length of each job")
-    ap.add_argument("--size", type=int, default=1024, help="min_resolution of each job")
+    ap.add_argument("--seconds", type=float, default=12.0, help="speech length of each job")
+    ap.add_argument("--size", type=int, default=1536, help="min_resolution of each job")
     ap.add_argument("--no-pin", action="store_true", help="let replicas float over all cores")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -137,6 +138,8 @@ def main(argv=None) -> int:
         two = run_batch(2, args.jobs, portrait, speech, args.size, 20_000, pin=not args.no_pin)
 
     ratio = two["jobs_per_s"] / one["jobs_per_s"]
+    render = sum(one["cpu_seconds"][n] for n in one["replica_cores_busy"]) / one["jobs"]
+    rest = sum(v for n, v in one["cpu_seconds"].items() if n not in one["replica_cores_busy"]) / one["jobs"]
     busy = max(one["replica_cores_busy"].values())
     cores = os.cpu_count() or 1
     # With one replica the whole stack (replica, media, store, gateway) already keeps this many
@@ -151,8 +154,9 @@ def main(argv=None) -> int:
                "one_replica": one, "two_replicas": two, "ratio": round(ratio, 3),
                "ceiling_on_this_machine": round(ceiling, 3),
                "pinned": not args.no_pin,
-               "why_this_size": f"at {args.size}px a job keeps its replica's core busy for longer than the rest "
-                                "of the stack spends on it; each replica is pinned to a core of its own"}
+               "why_this_size": f"at {args.size}px a job renders for {render:.2f} CPU-s on its replica and costs the "
+                                f"rest of the stack {rest:.2f} CPU-s ({100 * rest / render:.0f} %), which two replicas "
+                                "pinned to the two cores have to share their cores with"}
     write_result(args.json, BENCH, rows, details)
     return 0
 

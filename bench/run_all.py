@@ -48,7 +48,7 @@ BENCHES = [
     Bench("upload", "Uploads", ["-m", "bench.bench_upload"], ["--mb", "5"]),
     Bench("concat", "Joining clips", ["bench/bench_concat.py"], ["--clips", "3", "--seconds", "1", "--repeat", "1"],
           timeout=300),
-    Bench("scaleout", "Scale-out", ["-m", "bench.bench_scaleout"], ["--jobs", "4", "--size", "256", "--seconds", "4"], timeout=420),
+    Bench("scaleout", "Scale-out", ["-m", "bench.bench_scaleout"], ["--jobs", "4", "--size", "256", "--seconds", "4"], timeout=600),
 ]
 
 
