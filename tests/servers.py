@@ -78,12 +78,12 @@ def backend(store_settings: StoreSettings, replicas: int = 1, slots: int | None 
 @contextlib.contextmanager
 def gateway_app(back: Backend, **overrides) -> Iterator[tuple[str, object]]:
     """Serve the gateway app with uvicorn in a thread; yields (base URL, the FastAPI app)."""
-    settings = GatewaySettings(
-        ports=[0], media_target=back.media_target,
-        dicetalk_targets=back.targets["dicetalk"], echomimic_targets=back.targets["echomimic"],
-        latentsync_targets=back.targets["latentsync"], voice_targets=back.targets["voice"],
-        gateway_id=f"gw-{uuid.uuid4().hex[:6]}", **overrides,
-    )
+    settings = GatewaySettings(**{
+        "ports": [0], "media_target": back.media_target,
+        "dicetalk_targets": back.targets["dicetalk"], "echomimic_targets": back.targets["echomimic"],
+        "latentsync_targets": back.targets["latentsync"], "voice_targets": back.targets["voice"],
+        "gateway_id": f"gw-{uuid.uuid4().hex[:6]}", **overrides,
+    })
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -201,8 +201,11 @@ class Dispatcher:
             log.warning("store scan failed", exc_info=True)
             return
         self._settled.intersection_update(ids)  # forget deleted tasks
+        with self._cond:
+            # Queued here already: claimed when their turn comes, and not read before.
+            known = set(self.held).union(item.task_id for queue in self.queues.values() for item in queue)
         for task_id in ids:
-            if task_id in self.held or task_id in self._settled:
+            if task_id in known or task_id in self._settled:
                 continue
             try:
                 meta = self.tasks.peek(task_id)

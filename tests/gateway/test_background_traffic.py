@@ -25,9 +25,10 @@ def _counting(obj, name: str) -> list:
     return calls
 
 
-def test_the_store_scan_reads_finished_tasks_once(seaweed):
+def test_the_store_scan_reads_finished_tasks_once_and_queued_ones_never(seaweed):
+    # No DICE-Talk replica: a task queued here stays queued.
     with servers.fresh_bucket(seaweed.settings) as bucket, servers.backend(bucket, slots=1) as back, \
-            servers.gateway_app(back, scan_interval_seconds=3600) as (_, app):
+            servers.gateway_app(back, scan_interval_seconds=3600, dicetalk_targets=[]) as (_, app):
         dispatcher = app.state.gateway.dispatcher
         tasks = TaskStore(ObjectStore(bucket))
         later = datetime.now(timezone.utc) + timedelta(hours=1)
@@ -36,6 +37,7 @@ def test_the_store_scan_reads_finished_tasks_once(seaweed):
         tasks.create(TaskRecord(kind="retired-kind", api="dicetalk", status=TaskStatus.PENDING))
         held = tasks.create(TaskRecord(kind="dicetalk", api="dicetalk", status=TaskStatus.PENDING,
                                        owner="gw-other", lease_until=later))
+        dispatcher.submit(tasks.create(TaskRecord(kind="dicetalk", api="dicetalk", status=TaskStatus.PENDING)))
         heads = _counting(dispatcher.tasks.store, "stat")
         gets = _counting(dispatcher.tasks.store, "read_json")
 
@@ -47,7 +49,7 @@ def test_the_store_scan_reads_finished_tasks_once(seaweed):
         dispatcher._recover()
         # Only the task another gateway holds can still change into one this gateway must run.
         assert [a[0] for a in heads] == [f"tasks/{held.id}.json"] * 2 and not gets
-        assert dispatcher.queue_depth("dicetalk") == 0
+        assert dispatcher.queue_depth("dicetalk") == 1
 
         # A task deleted (retention) is forgotten: its id, were it ever used again, is read again.
         tasks.delete(done.id)
