@@ -39,7 +39,9 @@ class GatewaySettings(BaseSettings):
     scan_interval_seconds: float = Field(2.0, description="how often the store is scanned for orphaned tasks")
     sweep_interval_seconds: float = Field(600.0, description="how often expired tasks are deleted")
     shutdown_grace_seconds: float = Field(20.0, description="how long running work may finish on SIGTERM")
-    progress_interval_seconds: float = 0.5
+    progress_interval_seconds: float = Field(
+        1.0, description="how often a running job's progress is written to its task record "
+                         "(the documented clients poll every 5 s)")
     retention_hours: float = 24.0
     rpc_timeout_seconds: float = 3600.0
     status_max_age_seconds: float = Field(
