@@ -4,6 +4,10 @@
     python -m bench.run_all --only polling upload
     python -m bench.run_all --quick    # small sizes: checks that everything runs, figures meaningless
 
+Only a full run rewrites bench/results/; a run with --only, --skip or --quick writes to
+bench/results/partial/ (not kept in git) unless --out names a folder, so the published table
+never mixes runs.
+
 Each benchmark runs in its own process (so one's memory never shows in another's figures) and
 writes its result as JSON; each figure is a ratio against a baseline measured in the same run.
 Logs of every benchmark go to bench/results/logs/. The chart needs matplotlib:
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+PARTIAL = RESULTS / "partial"
 INSTALL_HINT = "pip install -e '.[bench]'"
 
 
@@ -364,10 +369,11 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", choices=names, help="run only these benchmarks")
     ap.add_argument("--skip", nargs="+", choices=names, default=[], help="leave these out")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check that everything runs")
-    ap.add_argument("--out", default=str(RESULTS), help="results folder (default bench/results)")
+    ap.add_argument("--out", default=None,
+                    help="results folder (default bench/results, or bench/results/partial for a partial or quick run)")
     args = ap.parse_args(argv)
 
-    out = pathlib.Path(args.out).resolve()
+    out = pathlib.Path(args.out or (PARTIAL if args.only or args.skip or args.quick else RESULTS)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     shutil.rmtree(logs, ignore_errors=True)
