@@ -353,42 +353,45 @@ class TaskStore:
             return self._update(task_id, mutate, retries)
 
     def _update(self, task_id: str, mutate: Callable[[TaskRecord], bool | None], retries: int) -> TaskRecord:
-        # The first round starts from the version this process last read or wrote, without a
-        # GET: a task's writes mostly come from the gateway that runs it, one after another.
-        # The compare-and-swap still guards the write, and a round that would end without
-        # writing (or raises) on that copy runs again on a fresh read, so every record this
-        # returns was read from the store or written to it, as before.
+        # First try the version this process last read or wrote, without a GET: a task's writes
+        # mostly come from the gateway that runs it, one after another. The compare-and-swap
+        # still guards the write; if that copy was stale, or mutate would not write (or raises)
+        # on it, the usual rounds follow on fresh reads, so every record this returns was read
+        # from the store or written to it. The try costs none of the `retries`.
         known = self._last_known(task_id)
-        for attempt in range(retries + 1):
-            guess, known = known, None
-            if guess is not None:
-                record, etag = guess
-                base_revision = record.revision
-                try:
-                    if mutate(record) is False:
-                        continue
-                except Exception:  # noqa: BLE001 - decided on what may be stale; decide again on a fresh read
-                    continue
-            else:
-                record, etag = self.get(task_id)
-                base_revision = record.revision
-                if mutate(record) is False:
-                    return record
-            if record.id != task_id:
-                raise ValueError("mutate must not change the task id")
-            record.revision = base_revision + 1
-            record.updated_at = utcnow()
+        if known is not None:
+            record, etag = known
+            base_revision = record.revision
             try:
-                new_etag = self.store.replace_json(
-                    task_key(task_id), _body(record), _metadata(record), if_match=etag
-                )
-                self._remember(record, new_etag)
+                wanted = mutate(record) is not False
+            except Exception:  # noqa: BLE001 - decided on what may be stale; decide again on a fresh read
+                wanted = False
+            if wanted and self._write(task_id, record, base_revision, etag):
                 return record
-            except PreconditionFailed:
-                if guess is None:
-                    # Full jitter: contending writers spread out instead of colliding again.
-                    time.sleep(random.uniform(0.0, min(0.25, 0.005 * 2**attempt)))
+        for attempt in range(retries + 1):
+            record, etag = self.get(task_id)
+            base_revision = record.revision
+            if mutate(record) is False:
+                return record
+            if self._write(task_id, record, base_revision, etag):
+                return record
+            # Full jitter: contending writers spread out instead of colliding again.
+            time.sleep(random.uniform(0.0, min(0.25, 0.005 * 2**attempt)))
         raise TaskConflict(f"{task_id}: gave up after {retries} lost compare-and-swap rounds")
+
+    def _write(self, task_id: str, record: TaskRecord, base_revision: int, etag: str) -> bool:
+        """Store ``record`` as the revision after ``base_revision`` if the object still has
+        ``etag``; False when another write came first."""
+        if record.id != task_id:
+            raise ValueError("mutate must not change the task id")
+        record.revision = base_revision + 1
+        record.updated_at = utcnow()
+        try:
+            new_etag = self.store.replace_json(task_key(task_id), _body(record), _metadata(record), if_match=etag)
+        except PreconditionFailed:
+            return False
+        self._remember(record, new_etag)
+        return True
 
     # -- ownership ------------------------------------------------------------------------
 

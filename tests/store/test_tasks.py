@@ -168,6 +168,10 @@ def test_own_writes_need_no_read_and_others_writes_are_not_lost(store: ObjectSto
         assert mine.get(rec.id)[0].owner == "gw-b"
         theirs.release(rec.id, "gw-b")
         assert mine.claim(rec.id, "gw-a", lease_s=30) is not None
+        # the try on the remembered copy is not one of the lost races `retries` allows
+        theirs.update(rec.id, lambda r: r.params.__setitem__("theirs", 2))
+        assert mine.update(rec.id, lambda r: r.params.__setitem__("mine", 7), retries=0).params == {
+            "mine": 7, "theirs": 2}
     finally:
         store.read_json = real_read
 
