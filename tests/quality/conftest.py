@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import pathlib
+import pickle
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from libs.speech import Speech, synthesize, to_arpabet
+from libs.speech import Speech, to_arpabet
 
 VOICE = "en-us"
 
@@ -17,13 +22,37 @@ def to_16k(speech: Speech) -> np.ndarray:
     return (resample_poly(speech.samples.astype(np.float32), 320, 441) / 32768.0).astype(np.float32)
 
 
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# Run in a fresh interpreter: it speaks each text in turn and pickles the Speech list.
+_SPEAK = """
+import pickle, sys
+from libs.speech import synthesize
+texts, voice = pickle.load(sys.stdin.buffer)
+pickle.dump([synthesize(t, voice=voice) for t in texts], sys.stdout.buffer)
+"""
+
+
+def _speak_afresh(texts: list[str], voice: str) -> list[Speech]:
+    """espeak-ng's output depends on what the same process spoke before (it keeps state from
+    call to call that not even espeak_Terminate resets: the same sentence comes out a few
+    samples longer or shorter), so the speech a quality figure is measured on depended on
+    which tests ran first. Spoken in a new process, it depends on `texts` alone."""
+    done = subprocess.run([sys.executable, "-c", _SPEAK], input=pickle.dumps((texts, voice)),
+                          capture_output=True, check=True, cwd=_ROOT)
+    return pickle.loads(done.stdout)
+
+
 def build_speech(parts: list, voice: str = VOICE) -> Speech:
-    """Concatenate sentences (str) and pauses (float seconds) into one Speech, alignment shifted."""
+    """Concatenate sentences (str) and pauses (float seconds) into one Speech, alignment shifted.
+
+    The same parts always give the same Speech, whatever was spoken before."""
+    spoken = iter(_speak_afresh([p for p in parts if isinstance(p, str)], voice))
     rate = None
     chunks, phonemes, t = [], [], 0.0
     for part in parts:
         if isinstance(part, str):
-            s = synthesize(part, voice=voice)
+            s = next(spoken)
             rate = s.sample_rate
             chunks.append(s.samples)
             phonemes += [(a + t, b + t, p) for a, b, p in s.phonemes]
