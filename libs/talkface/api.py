@@ -118,6 +118,7 @@ class MouthTrack:
     - width:  -1..1 lip spread (-1 fully rounded/narrow as OW/UW/W, +1 spread as IY)
     - press:  0..1 lips pressed together (M/B/P), overrides opening
     - energy: 0..1 loudness envelope, drives head motion and silence detection
+    - fv:     0..1 lower lip under the upper teeth (F/V); None = never
     """
 
     open: "object"
@@ -125,3 +126,4 @@ class MouthTrack:
     press: "object"
     energy: "object"
     fps: float
+    fv: "object" = None

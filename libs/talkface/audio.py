@@ -222,37 +222,41 @@ _FULL_SCALE_POWER = _full_scale_power()
 
 # --------------------------------------------------------------------------- phones
 
-# Viseme targets per ARPAbet phone: (open 0..1, width -1..1, press 0..1). Classes after
-# Rhubarb Lip Sync: closed MBP, labiodental FV, rounded, open, mid, spread, and the
-# consonants whose lip shape mostly comes from the neighbouring vowel. Every voiced
-# sound but F/V and the closures opens the lips at least half way: in running speech
-# the jaw hardly closes between syllables, and a mouth that only opens on open vowels
-# looks like mumbling.
-_CLOSED = (0.0, 0.0, 1.0)
-VISEMES: dict[str, tuple[float, float, float]] = {
+# Viseme targets per ARPAbet phone: (open 0..1, width -1..1, press 0..1, F/V 0..1), after
+# Rhubarb Lip Sync's classes: closed MBP; F/V with the lower lip under the upper teeth;
+# most consonants slightly open with the teeth close; open vowels wide, close vowels
+# (IY, IH, UW) barely open; rounded OW/UW/W narrow, IY/EY/EH spread. Openings are those
+# of read speech (calibrated on LibriVox recordings with their forced alignments): the
+# jaw drops for AA/AE/AO/AY/AW, much less for IY/IH, which look spread rather than open.
+_CLOSED = (0.0, 0.0, 1.0, 0.0)
+_FV = (0.1, 0.1, 0.0, 1.0)
+VISEMES: dict[str, tuple[float, float, float, float]] = {
     "M": _CLOSED, "B": _CLOSED, "P": _CLOSED,
-    "F": (0.15, 0.05, 0.0), "V": (0.15, 0.05, 0.0),
-    "UW": (0.55, -1.0, 0.0), "W": (0.5, -1.0, 0.0), "OW": (0.67, -0.8, 0.0),
-    "UH": (0.6, -0.6, 0.0), "OY": (0.7, -0.6, 0.0),
-    "AA": (1.0, 0.0, 0.0), "AE": (0.94, 0.5, 0.0), "AH": (0.82, 0.0, 0.0),
-    "AO": (0.9, -0.4, 0.0), "AY": (0.94, 0.1, 0.0), "AW": (0.9, -0.3, 0.0),
-    "EH": (0.76, 0.6, 0.0), "EY": (0.7, 0.7, 0.0), "ER": (0.64, -0.3, 0.0),
-    "IY": (0.55, 1.0, 0.0), "IH": (0.6, 0.8, 0.0), "Y": (0.52, 0.7, 0.0),
-    "T": (0.55, 0.3, 0.0), "D": (0.55, 0.3, 0.0), "N": (0.52, 0.2, 0.0), "L": (0.6, 0.2, 0.0),
-    "S": (0.5, 0.4, 0.0), "Z": (0.5, 0.4, 0.0), "TH": (0.52, 0.2, 0.0), "DH": (0.52, 0.2, 0.0),
-    "SH": (0.52, -0.5, 0.0), "ZH": (0.52, -0.5, 0.0), "CH": (0.52, -0.5, 0.0), "JH": (0.52, -0.5, 0.0),
-    "R": (0.55, -0.5, 0.0), "K": (0.6, 0.1, 0.0), "G": (0.6, 0.1, 0.0), "NG": (0.58, 0.1, 0.0),
-    "HH": (0.7, 0.0, 0.0),
+    "F": _FV, "V": _FV,
+    "UW": (0.35, -1.0, 0.0, 0.0), "W": (0.12, -1.0, 0.0, 0.0), "OW": (0.6, -0.8, 0.0, 0.0),
+    "UH": (0.45, -0.6, 0.0, 0.0), "OY": (0.65, -0.6, 0.0, 0.0),
+    "AA": (1.0, 0.0, 0.0, 0.0), "AE": (0.9, 0.5, 0.0, 0.0), "AH": (0.8, 0.0, 0.0, 0.0),
+    "AO": (0.9, -0.4, 0.0, 0.0), "AY": (0.9, 0.1, 0.0, 0.0), "AW": (0.9, -0.3, 0.0, 0.0),
+    "EH": (0.6, 0.6, 0.0, 0.0), "EY": (0.5, 0.7, 0.0, 0.0), "ER": (0.45, -0.3, 0.0, 0.0),
+    "IY": (0.3, 1.0, 0.0, 0.0), "IH": (0.35, 0.8, 0.0, 0.0), "Y": (0.3, 0.7, 0.0, 0.0),
+    "T": (0.4, 0.3, 0.0, 0.0), "D": (0.4, 0.3, 0.0, 0.0), "N": (0.4, 0.2, 0.0, 0.0), "L": (0.45, 0.2, 0.0, 0.0),
+    "S": (0.35, 0.4, 0.0, 0.0), "Z": (0.35, 0.4, 0.0, 0.0), "TH": (0.4, 0.2, 0.0, 0.0), "DH": (0.4, 0.2, 0.0, 0.0),
+    "SH": (0.4, -0.5, 0.0, 0.0), "ZH": (0.4, -0.5, 0.0, 0.0), "CH": (0.4, -0.5, 0.0, 0.0),
+    "JH": (0.4, -0.5, 0.0, 0.0),
+    "R": (0.4, -0.5, 0.0, 0.0), "K": (0.45, 0.1, 0.0, 0.0), "G": (0.45, 0.1, 0.0, 0.0), "NG": (0.4, 0.1, 0.0, 0.0),
+    "HH": (0.55, 0.0, 0.0, 0.0),
 }
 # Tuned on espeak-ng speech rendered by the engine and measured by analysis.py (see
 # tests/quality): correlation of lip opening with loudness against closures on M/B/P
 # and narrow lips on rounded vowels.
-PHONE_WEIGHT = 0.6  # recognised phone vs acoustic estimate, where a phone was heard
+PHONE_WEIGHT = 0.8  # recognised phone vs acoustic estimate, where a phone was heard
 OPEN_TAU_S = 0.010  # smoothing time constants: lips open and close fast, and the
 WIDTH_TAU_S = 0.020  # spreading/rounding gesture is a little slower
 PRESS_TAU_S = 0.010
 PRESS_BOOST = 1.2  # so a closure still reaches full pressure after smoothing
-GAIN_KNEE = 0.7  # loudness (0..1) from which the lips open fully
+PRESS_UNSEEN = 0.75  # a recognised M/B/P with no acoustic sign of a closure
+MIN_CLOSURE = 7  # grid steps (10 ms): the shortest closure a recognised M/B/P gets
+GAIN_KNEE = 1.3  # loudness scale of the opening: never saturates, so louder syllables open wider
 LABIAL_TILT_DB = 5.0  # a stop burst with more low than high energy than this is labial
 MAX_CLOSURE_FRAMES = 12  # a stop closure lasts at most 120 ms; longer gaps are pauses
 MURMUR_OVER_TYPICAL_DB = 3.0  # a murmur stands out this far from the speaker's vowels
@@ -330,18 +334,34 @@ def _murmur_trust(phones, n: int) -> np.ndarray:
     return trust
 
 
+def _at_least(x: np.ndarray, steps: int) -> np.ndarray:
+    """Runs of x > 0 widened, about their middle, to at least `steps` grid steps: the
+    recogniser cuts a closure short or shifts it by a frame or two, while lips stay shut
+    for 50-100 ms on every M, B and P."""
+    out = x.copy()
+    on = np.flatnonzero(np.diff(np.concatenate([[0], (x > 0).astype(np.int8), [0]])))
+    for a, b in zip(on[::2], on[1::2]):
+        if b - a < steps:
+            extra = steps - (b - a)
+            lo, hi = max(0, a - extra // 2), min(len(x), b + extra - extra // 2)
+            out[lo:hi] = np.maximum(out[lo:hi], x[a:b].max())
+    return out
+
+
 def _phone_targets(phones, n: int):
-    """Viseme targets on the grid; NaN where no phone (silence or an unknown label)."""
+    """Viseme targets on the grid (open, width, press, F/V); NaN open and width where no
+    phone (silence or an unknown label)."""
     open_t = np.full(n, np.nan, np.float32)
     width_t = np.full(n, np.nan, np.float32)
     press_t = np.zeros(n, np.float32)
+    fv_t = np.zeros(n, np.float32)
     for a, b, label in phones:
         target = VISEMES.get(label)
         if target is None:
             continue
         a, b = max(0, a), min(n, b)
-        open_t[a:b], width_t[a:b], press_t[a:b] = target
-    return open_t, width_t, press_t
+        open_t[a:b], width_t[a:b], press_t[a:b], fv_t[a:b] = target
+    return open_t, width_t, press_t, fv_t
 
 
 def _damped(x: np.ndarray, tau_s: float) -> np.ndarray:
@@ -406,20 +426,22 @@ class _TrackBuilder:
         self.ph_open = np.full(self.n, np.nan, np.float32)
         self.ph_width = np.full(self.n, np.nan, np.float32)
         self.ph_press = np.zeros(self.n, np.float32)
+        self.ph_fv = np.zeros(self.n, np.float32)
         self.trust = np.ones(self.n, np.float32)
         self.edges = _frame_edges(self.fps, self.n_frames)
 
     def add_phones(self, phones: Phones, a: int, b: int) -> None:
         """The phones recognised in grid [a, b); ignored there if they cover too little of
         the speech (recognition found little where there plainly is some: another language)."""
-        o, w, p = _phone_targets(phones, self.n)
+        o, w, p, v = _phone_targets(phones, self.n)
         speaking = self.f.energy[a:b] > 0.5
         known = ~np.isnan(o[a:b])
         coverage = float(known[speaking].mean()) if speaking.any() else 0.0
         if coverage < MIN_COVERAGE:
             log.debug("phone coverage %.2f in grid %d-%d: acoustic articulation only", coverage, a, b)
             return
-        self.ph_open[a:b], self.ph_width[a:b], self.ph_press[a:b] = o[a:b], w[a:b], p[a:b]
+        self.ph_open[a:b], self.ph_width[a:b], self.ph_press[a:b] = o[a:b], w[a:b], _at_least(p, MIN_CLOSURE)[a:b]
+        self.ph_fv[a:b] = v[a:b]
         self.trust[a:b] = _murmur_trust(phones, self.n)[a:b]
 
     def frames_before(self, grid_end: int) -> int:
@@ -443,11 +465,12 @@ class _TrackBuilder:
         # Lips shut where the sound says so: a labial stop's closure and burst, or a voiced
         # murmur (m, b), unless the recogniser heard a phone that has a murmur of its own.
         acoustic_press = np.maximum(self.labial[sl], self.murmur[sl] * self.trust[sl])
-        # A recognised M/B/P presses however loud it is, but only with some sign of a
-        # closure within 20 ms (murmur, silence, a labial burst): the recogniser also
-        # hears "m" in a "th".
-        evidence = maximum_filter1d(np.maximum(acoustic_press, (energy < 0.3).astype(np.float32)), size=5)
-        press_t = np.maximum(self.ph_press[sl] * evidence, acoustic_press)
+        # A recognised M/B/P presses however loud it is; fully with some sign of a closure
+        # within 40 ms (murmur, silence, a labial burst), else most of the way (the
+        # recogniser also hears "m" in a "th", but misses more real closures than that).
+        evidence = maximum_filter1d(np.maximum(acoustic_press, (energy < 0.3).astype(np.float32)), size=9)
+        press_t = np.maximum(self.ph_press[sl] * np.maximum(evidence, PRESS_UNSEEN), acoustic_press)
+        fv_t = np.clip(_damped(maximum_filter1d(self.ph_fv[sl], size=3), PRESS_TAU_S) * PRESS_BOOST, 0.0, 1.0)
 
         gain = self.gain[sl]
         open_g = open_t * gain
@@ -461,7 +484,7 @@ class _TrackBuilder:
         # partial press, so the vowels around it keep their opening.
         pool = _pooler(self.edges, self.n, f0, f1, w0)
         return api.MouthTrack(open=pool(open_s), width=pool(width_s), press=pool(press_s),
-                              energy=pool(energy), fps=self.fps)
+                              energy=pool(energy), fps=self.fps, fv=pool(fv_t * (1.0 - press_s)))
 
 
 class MouthTrackStream:
@@ -557,6 +580,6 @@ def mouth_track(
     spans = [t for _, t in mouth_track_stream(samples, fps, n_frames, use_phones=use_phones, phones=phones)]
     if len(spans) == 1:
         return spans[0]
-    return api.MouthTrack(*(np.concatenate([getattr(t, k) for t in spans]) for k in ("open", "width", "press",
-                                                                                        "energy")),
-                          fps=float(fps))
+    joined = {k: np.concatenate([getattr(t, k) for t in spans]) for k in ("open", "width", "press", "energy")}
+    fv = [t.fv if t.fv is not None else np.zeros(len(t.open), np.float32) for t in spans]
+    return api.MouthTrack(**joined, fps=float(fps), fv=np.concatenate(fv))

@@ -38,6 +38,7 @@ from .api import (
 )
 from .encode import VideoReader, VideoWriter
 from .face import FaceAnalyzer
+from .mouth import MouthInterior, refine_inner_lips
 from .recogniser import PhoneRecogniser
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,12 @@ class Engine:
         return img, rest, box
 
     @staticmethod
+    def _softness(job_box: tuple, img: np.ndarray) -> float:
+        """Blur (pixels) for drawn parts: the photo's own, wider where it was enlarged."""
+        scale = img.shape[1] / max(1, job_box[2] - job_box[0])
+        return float(np.clip(0.5 * scale, 0.5, 2.5))
+
+    @staticmethod
     def _cover_box(pts: np.ndarray, sw: int, sh: int, aspect: float) -> tuple:
         """The largest crop of the given aspect (the whole image when it matches), centred
         on the face as far as the image allows."""
@@ -209,12 +216,21 @@ class Engine:
         # The mouth comes span by span while the phones are recognised in the background;
         # head motion follows the loudness, known at once.
         spans = _audio.mouth_track_stream(samples, fps, n, recognise=self.phones)
+        rest = refine_inner_lips(img, rest, M.FaceFrame.from_landmarks(rest).height)
+        fields = M.ActionFields(rest)
+        face_h = fields.frame.height
+        interior = MouthInterior(img, rest, face_h, yaw_sin=fields.yaw_sin, softness=self._softness(box, img),
+                                 seed=job.seed)
+        shut, together = interior.shut_rest
         silent = np.zeros(n, np.float32)
         plan = M.plan_motion(rest, MouthTrack(silent, silent, silent, spans.energy, fps), n,
                              emotion=job.emotion, emo_scale=job.emo_scale, seed=job.seed,
-                             dynamic_scale=job.dynamic_scale)
-        warper = R.Warper(img, rest)
-        face_h = plan.fields.frame.height
+                             dynamic_scale=job.dynamic_scale, fields=fields,
+                             jaw_rest=-shut / fields.gap_per_unit(), press_rest=together)
+        # the warp takes the lips from a little inside their inner edges, so closing them
+        # never drags teeth or shadow from between them into the seam; a mouth caught
+        # open, which rests shut, goes further in (FaceMesh draws its edges on the teeth)
+        warper = R.Warper(img, M.lip_edges_inwards(rest, fields.frame, cap=0.02 if shut else 0.006))
         oh, ow = img.shape[:2]
         report = _Reporter(progress, "render", n)
         writer = VideoWriter(job.out_path, ow, oh, job.fps, threads=self.encoder_threads)
@@ -230,11 +246,8 @@ class Engine:
                         progress(Progress("analyse", 2, 2, "rendering while the speech is analysed"))
                 pts = warper.clamp(plan.points(i))
                 frame = warper.warp(pts)
-                extra = plan.mouth_open_px(i)
-                if extra > 0:
-                    R.paint_mouth(frame, pts, extra, face_h)
-                elif extra < 0:
-                    R.paint_lip_seam(frame, pts, -extra, face_h)
+                skull, mandible = plan.teeth_transforms(i)
+                interior.draw(frame, pts, skull, mandible, i)
                 writer.write(frame)
                 report(i + 1)
             if progress:
@@ -320,18 +333,19 @@ class Engine:
 
 
 class _Redubber:
-    """Per-frame work of a re-dub: track, close the old mouth, open the new one."""
+    """Per-frame work of a re-dub: track, shut the old mouth, open the new one.
+
+    Each frame is its own portrait: its jaw is shut by as much as its teeth show it open
+    and its lips brought together (mouth.MouthInterior), then the same jaw, lip shapes
+    and mouth inside as a portrait job move it from the new speech."""
 
     def __init__(self, face: FaceAnalyzer, track: MouthTrack, seed: int = 0):
         self.face = face
         self.prev: Optional[np.ndarray] = None
         self.faceless = 0
-        n = len(np.asarray(track.open))
-        press = np.clip(np.asarray(track.press, np.float32), 0, 1)
-        self.open = np.clip(np.asarray(track.open, np.float32), 0, 1) * (1 - press)
-        self.width = np.clip(np.asarray(track.width, np.float32), -1, 1)
-        self.press = press
-        self.n = n
+        self.track = track
+        self.n = len(np.asarray(track.open))
+        self.seed = seed
 
     def frame(self, i: int, rgb: np.ndarray) -> tuple:
         h, w = rgb.shape[:2]
@@ -342,28 +356,38 @@ class _Redubber:
             self.faceless += 1
             return rgb, np.zeros((h, w), np.uint8)
         self.prev = pts
-        pts = M.lip_edges_inwards(pts, M.FaceFrame.from_landmarks(pts))
-        fields = M.ActionFields(pts, only=("jaw", "spread", "round"))
-        closed, _ = M.close_mouth(pts, fields)
-        press = M.ActionFields(closed, only=("press",)).fields["press"]
+        pts = refine_inner_lips(rgb, pts, M.FaceFrame.from_landmarks(pts).height)
+        fields = M.ActionFields(pts, only=M.ActionFields.MOUTH)
+        fr = fields.frame
+        interior = MouthInterior(rgb, pts, fr.height, yaw_sin=fields.yaw_sin, seed=self.seed)
+        # the old speech goes: the jaw shuts as far as the frame shows it open, and the
+        # lips come together whatever the frame had them do
+        shut, _ = interior.shut_rest
+        jaw_rest = -shut / fields.gap_per_unit()
+        together = 1.0
+        if jaw_rest:
+            fields.shut_lips(jaw_rest)
         k = min(i, self.n - 1)
-        f = fields.fields
-        dest = (closed + self.open[k] * f["jaw"] + max(self.width[k], 0.0) * f["spread"]
-                + max(-self.width[k], 0.0) * f["round"] + self.press[k] * press)
-        warper = R.Warper(rgb, pts, vertices=_lower_face(fields), ring_scale=0.3)
+        step = MouthTrack(*(np.asarray(getattr(self.track, name))[k:k + 1] for name in ("open", "width", "press",
+                                                                                       "energy")),
+                          fps=self.track.fps,
+                          fv=None if self.track.fv is None else np.asarray(self.track.fv)[k:k + 1])
+        dest = pts[:, :2].astype(np.float64).copy()
+        weights = M.mouth_weights(step, 1, jaw_rest, together)
+        for name, wt in weights.items():
+            dest += float(wt[0]) * fields.fields[name]
+        warper = R.Warper(rgb, M.lip_edges_inwards(pts, fr, cap=0.02), vertices=_lower_face(fields),
+                          ring_scale=0.3)
         dest = warper.clamp(dest)
         out, moved = warper.warp_with_mask(dest)
-        fr = fields.frame
-        extra = M.inner_gap(dest, fr) - M.inner_gap(pts, fr)
-        if extra > 0:
-            R.paint_mouth(out, dest, extra, fr.height)
-        elif extra < 0:
-            R.paint_lip_seam(out, dest, -extra, fr.height)
+        anchors = pts[list(F.LIPS_ALL)]
+        src = anchors[:, :2].astype(np.float64)
+        mandible = M.fit_affine(src, src + float(weights["jaw"][0]) * fields.bone(anchors))
+        interior.draw(out, dest, M.fit_affine(src, src), mandible, i)
         mask = np.zeros((h, w), np.uint8)
         x0, y0, x1, y1 = warper.roi
         mask[y0:y1, x0:x1] = moved
-        if extra > 0:
-            cv2.fillPoly(mask, [np.round(dest[list(F.LIPS_INNER), :2]).astype(np.int32)], 255)
+        cv2.fillPoly(mask, [np.round(dest[list(F.LIPS_INNER), :2]).astype(np.int32)], 255)
         mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
         return out, mask
 

@@ -30,6 +30,19 @@ _SHIFT = 0.003  # of the face height
 _SCALE = 0.0012
 _HEAD_SMOOTH_S = 0.6
 
+# The mouth, in face heights (FaceMesh point 10 to 152). Read speech opens the inner lips
+# by 0.06-0.09 of the face height at most; a full opening here (open = 1, which only the
+# loudest open vowels approach) parts them by JAW_DROP + LIP_OWN_LOWER + LIP_OWN_UPPER =
+# 0.09, mostly by turning the jaw, so the chin follows the lower lip.
+JAW_DROP = 0.085  # the lower lip's drop from the jaw's turn alone
+JAW_PIVOT_DEPTH = 1.0  # the hinge lies this far behind the face outline's sides
+LIP_OWN_LOWER = 0.004  # the lips part a little further than the jaw drops
+LIP_OWN_UPPER = 0.012
+FV_UPPER_LIFT = 0.008  # F/V: upper lip lifts to bare the teeth edges
+FV_LIP_BELOW_UPPER = 0.002  # ... and the lower lip's inner edge comes up to just below it
+FV_JAW = 0.15  # the jaw's opening during F/V
+PRESS_SEAM = 0.6  # where pressed lips meet, from the upper inner lip (0) to the lower (1)
+
 
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
@@ -75,7 +88,7 @@ class FaceFrame:
 class ActionFields:
     """The linear displacement fields of one rest face, in pixels (each 468x2 float32)."""
 
-    MOUTH = ("jaw", "spread", "round", "press")
+    MOUTH = ("jaw", "spread", "round", "press", "fv")
 
     def __init__(self, rest: np.ndarray, only: Optional[tuple] = None):
         rest = np.asarray(rest, np.float64)
@@ -89,11 +102,13 @@ class ActionFields:
         self.depth = (rest[:, 2] - float(np.median(rest[list(F.FACE_OVAL), 2]))
                       if rest.shape[1] > 2 else np.zeros(len(rest)))
         self.pivot = rest[F.CHIN, :2] + 0.25 * self.frame.height * self.frame.ey
+        self._bone_setup()
         builders = {
             "jaw": self._jaw,
-            "spread": lambda: self._lip_width(+0.085, lift=-0.004),
-            "round": lambda: self._lip_width(-0.16, lift=0.0, pout=0.006),
+            "spread": lambda: self._lip_width(+0.16, lift=-0.004, thin=0.003),
+            "round": lambda: self._lip_width(-0.24, lift=0.0, pout=0.006, inner_gain=-0.1),
             "press": self._press,
+            "fv": self._labiodental,
             "blink": self._blink,
             "lid_raise": lambda: self._lids(upper=-0.012, lower=0.004),
             "lid_tight": lambda: self._lids(upper=0.004, lower=-0.007),
@@ -113,6 +128,21 @@ class ActionFields:
         for name, build in builders.items():
             if only is None or name in only:
                 self._add(name, build())
+
+    def shut_lips(self, jaw_rest: float) -> None:
+        """Measure the lip closures (press, F/V) from where a jaw weight of `jaw_rest`
+        leaves the lips (a portrait whose jaw is open rests shut), not from the portrait."""
+        shut = np.array(self.rest, np.float64, copy=True)
+        shut[:, :2] += jaw_rest * self.fields["jaw"]
+        again = ActionFields(shut, only=("jaw", "press", "fv"))
+        self.fields["press"] = again.fields["press"]
+        self.fields["fv"] = again.fields["fv"]
+
+    def gap_per_unit(self) -> float:
+        """Face heights the inner lips part by per unit of the jaw action (at the middle)."""
+        jaw = self.fields["jaw"]
+        a, b = F.INNER_LIP_UPPER_MID, F.INNER_LIP_LOWER_MID
+        return max(float((jaw[b] - jaw[a]) @ self.frame.ey) / self.frame.height, 1e-6)
 
     def _add(self, name: str, duv: np.ndarray) -> None:
         self.fields[name] = self.frame.to_pixels(duv).astype(np.float32)
@@ -135,49 +165,105 @@ class ActionFields:
             out *= mask[:, None]
         return out
 
-    def _jaw(self) -> np.ndarray:
+    # -- the jaw and the lips ----------------------------------------------------------
+
+    def _bone_setup(self) -> None:
+        """The jaw's hinge: an axis through both temporomandibular joints, in 3D.
+
+        The joints sit in front of the ears, deeper than the face outline at that level
+        (FaceMesh points 234/93 and 454/323 lie on the cheek's silhouette), so the axis
+        is those points pushed back by JAW_PIVOT_DEPTH of the face height. Opening the
+        mouth turns the mandible about it: the chin, the lower lip and the lower teeth go
+        down and back together, points nearer the ears less. Without depth (2D landmarks)
+        every point gets the same drop.
+        """
+        rest = self.rest
+        h = self.frame.height
+        if rest.shape[1] > 2:
+            p3 = rest[:, :3].astype(np.float64)
+        else:
+            p3 = np.column_stack([rest[:, :2], np.zeros(len(rest))]).astype(np.float64)
+        right = p3[[234, 93]].mean(0)
+        left = p3[[454, 323]].mean(0)
+        axis = _unit(left - right)
+        down = p3[F.CHIN] - p3[F.FOREHEAD]
+        down = _unit(down - (down @ axis) * axis)
+        back = np.cross(axis, down)
+        if back[2] < 0:  # FaceMesh z grows away from the camera
+            back = -back
+        self._axis = axis
+        self._pivot = (left + right) / 2 + JAW_PIVOT_DEPTH * h * back
+        self._p3 = p3
+        # scale: the lower lip's middle drops JAW_DROP face heights at full opening
+        lip = self._bone_raw(p3[[F.INNER_LIP_LOWER_MID]])[0]
+        drop = float(lip @ self.frame.ey)
+        self._uniform = drop <= 1e-6 or rest.shape[1] <= 2
+        self._bone_scale = JAW_DROP * h / (drop if not self._uniform else 1.0)
+        # how far the face is turned (sine of the yaw), for drawing the teeth
+        self.yaw_sin = float(np.clip(axis[2], -0.9, 0.9))
+
+    def _bone_raw(self, p3: np.ndarray) -> np.ndarray:
+        return np.cross(self._axis, p3 - self._pivot)[:, :2]
+
+    def bone(self, p3: np.ndarray) -> np.ndarray:
+        """Pixel displacement of points (N x 3, image x, y and FaceMesh z) fixed to the
+        mandible, per unit of jaw opening."""
+        p3 = np.asarray(p3, np.float64)
+        if self._uniform:
+            return np.tile(self.frame.ey * JAW_DROP * self.frame.height, (len(p3), 1))
+        if p3.shape[1] < 3:
+            p3 = np.column_stack([p3[:, :2], np.full(len(p3), float(np.median(self._p3[:, 2])))])
+        return self._bone_raw(p3) * self._bone_scale
+
+    def _mandible_weight(self) -> np.ndarray:
+        """How much each mesh point rides the mandible: 1 on the middle of the lower lip,
+        the chin and the jaw line below the mouth, 0 on the middle of the upper lip and
+        above, half at the corners, which both lips approach (the opening is a lens: lips
+        part in the middle, not at the corners); the cheeks beside the mouth stretch over
+        a wider band."""
         f = self.f
         u, v = f[:, 0], f[:, 1]
         half = self.mouth_width / 2
-        # Jaw rotation: everything below the mouth line moves down; the side of the jaw
-        # moves less the nearer it is to the hinge in front of the ears.
-        below = _smoothstep((v + 0.01) / 0.07)
-        side = 1.0 - 0.6 * _smoothstep((np.abs(u) - half * 1.1) / 0.25)
-        w = below * side
-        out = np.zeros_like(f)
-        out[:, 1] = 0.07 * w
-        upper = set(F.LIPS_OUTER_UPPER + F.LIPS_INNER_UPPER)
-        lower = set(F.LIPS_OUTER_LOWER + F.LIPS_INNER_LOWER)
-        for i in upper | lower:
-            out[i] = 0.0
-        for i in lower:
-            out[i, 1] = 0.07
-        # lips part more than the jaw drops: the lower lip drops further, the upper lifts
-        for i in F.LIPS_INNER_LOWER[1:-1]:
-            out[i, 1] += 0.022
-        for i in F.LIPS_OUTER_LOWER[1:-1]:
-            out[i, 1] += 0.010
-        for i in F.LIPS_INNER_UPPER[1:-1]:
-            out[i, 1] -= 0.014
-        for i in F.LIPS_OUTER_UPPER[1:-1]:
-            out[i, 1] -= 0.005
-        # taper the lip openings towards the corners so the opening is lens-shaped
-        for contour in (F.LIPS_INNER_UPPER, F.LIPS_INNER_LOWER, F.LIPS_OUTER_UPPER, F.LIPS_OUTER_LOWER):
+        beside = _smoothstep((np.abs(u) - half) / 0.15)
+        band = 0.03 + 0.1 * beside
+        w = _smoothstep((v + 0.01) / band)
+        for contour, lower in ((F.LIPS_OUTER_UPPER, False), (F.LIPS_INNER_UPPER, False),
+                               (F.LIPS_OUTER_LOWER, True), (F.LIPS_INNER_LOWER, True)):
             for i in contour[1:-1]:
                 t = min(1.0, abs(u[i]) / max(half, 1e-6))
-                lip = out[i, 1] - (0.07 if i in lower else 0.0)
-                out[i, 1] -= lip * (t ** 2) * 0.6
-        # the corners go half way down and a little inwards
+                w[i] = 1.0 - 0.75 * t ** 2 if lower else 0.5 * t ** 3
         for i in F.MOUTH_CORNERS + F.INNER_CORNERS:
-            out[i] = (-np.sign(u[i]) * 0.008, 0.035)
-        return out
+            w[i] = 0.5
+        return w
 
-    def _lip_width(self, gain: float, lift: float, pout: float = 0.0) -> np.ndarray:
+    def _jaw(self) -> np.ndarray:
+        """Full speech opening: the mandible turned (JAW_DROP at the lower lip) plus the
+        lips' own parting, which tapers to the corners (a lens-shaped opening)."""
+        f = self.f
+        u = f[:, 0]
+        half = self.mouth_width / 2
+        bone = self.bone(self._p3)  # pixels
+        out_px = bone * self._mandible_weight()[:, None]
+        own = np.zeros_like(f)
+        for contour, dv in ((F.LIPS_INNER_LOWER, LIP_OWN_LOWER), (F.LIPS_OUTER_LOWER, LIP_OWN_LOWER / 2),
+                            (F.LIPS_INNER_UPPER, -LIP_OWN_UPPER), (F.LIPS_OUTER_UPPER, -LIP_OWN_UPPER / 2)):
+            for i in contour[1:-1]:
+                t = min(1.0, abs(u[i]) / max(half, 1e-6))
+                own[i, 1] = dv * (1.0 - 0.7 * t * t)
+        # the corners come a little inwards as the jaw drops
+        for i in F.MOUTH_CORNERS + F.INNER_CORNERS:
+            own[i, 0] = -np.sign(u[i]) * 0.006
+        return out_px / self.frame.height @ np.stack([self.frame.ex, self.frame.ey], 1) + own
+
+    def _lip_width(self, gain: float, lift: float, pout: float = 0.0, thin: float = 0.0,
+                   inner_gain: float = 0.0) -> np.ndarray:
+        """Horizontal scaling of the lips about the mouth centre (spread > 0, rounding < 0),
+        fading above and below the lips and into the cheeks beyond the corners; `pout`
+        thickens the lips outwards (rounding), `thin` stretches them thin (spreading), and
+        `inner_gain` narrows the inner opening further than the outline (a round opening)."""
         f = self.f
         u, v = f[:, 0], f[:, 1]
         half = self.mouth_width / 2
-        # horizontal scaling about the mouth centre, fading above/below the lips and
-        # into the cheeks beyond the corners
         vert = np.exp(-(v / 0.09) ** 2)
         beyond = np.maximum(np.abs(u) - half, 0.0)
         horiz = np.exp(-(beyond / 0.1) ** 2)
@@ -185,27 +271,53 @@ class ActionFields:
         out[:, 0] = gain * np.clip(u, -1.3 * half, 1.3 * half) * vert * horiz
         corner_w = np.exp(-((np.abs(u) - half) ** 2 + v ** 2) / (2 * 0.05 ** 2))
         out[:, 1] += lift * corner_w
-        if pout:
-            # rounded lips push outwards from the mouth centre, mostly vertically
-            for i in F.LIPS_OUTER_UPPER[2:-2]:
-                out[i, 1] -= pout
-            for i in F.LIPS_OUTER_LOWER[2:-2]:
-                out[i, 1] += pout
+        mid = lambda i: 1.0 - min(1.0, abs(u[i]) / max(half, 1e-6)) ** 2  # noqa: E731
+        for i in F.LIPS_OUTER_UPPER[1:-1]:
+            out[i, 1] += (-pout + thin) * mid(i)
+        for i in F.LIPS_OUTER_LOWER[1:-1]:
+            out[i, 1] += (pout - thin) * mid(i)
+        if inner_gain:
+            for i in F.LIPS_INNER_UPPER[1:-1] + F.LIPS_INNER_LOWER[1:-1]:
+                out[i, 0] += inner_gain * u[i] * (abs(u[i]) / max(half, 1e-6))
         return out
 
     def _press(self) -> np.ndarray:
         f = self.f
         out = np.zeros_like(f)
-        # inner lips meet at their common midline (closes any gap the portrait has)
+        # inner lips meet a little below their midline (closes any gap the portrait has):
+        # the upper lip comes down over the top of the teeth, whose edge FaceMesh tends
+        # to take for the lip's
         for a, b in zip(F.LIPS_INNER_UPPER[1:-1], F.LIPS_INNER_LOWER[1:-1]):
-            mid = (f[a, 1] + f[b, 1]) / 2
+            mid = f[a, 1] + PRESS_SEAM * (f[b, 1] - f[a, 1])
             out[a, 1] = mid - f[a, 1]
             out[b, 1] = mid - f[b, 1]
         # and roll inwards a little, which thins the visible lips
         for i in F.LIPS_OUTER_UPPER[2:-2]:
-            out[i, 1] += 0.006
+            out[i, 1] += 0.005
         for i in F.LIPS_OUTER_LOWER[2:-2]:
-            out[i, 1] -= 0.006
+            out[i, 1] -= 0.005
+        return out
+
+    def _labiodental(self) -> np.ndarray:
+        """F/V: the lower lip comes up under the upper teeth, the upper lip lifts a little
+        to show their edges; the jaw stays nearly shut (FV_JAW of the opening, which this
+        field already offsets so the lip lands where it should)."""
+        f = self.f
+        u = f[:, 0]
+        half = self.mouth_width / 2
+        out = np.zeros_like(f)
+        jaw = self.fields.get("jaw")
+        jaw_v = (jaw @ self.frame.ey / self.frame.height) if jaw is not None else np.zeros(len(f))
+        for a, b in zip(F.LIPS_INNER_UPPER[1:-1], F.LIPS_INNER_LOWER[1:-1]):
+            t = min(1.0, abs(u[a]) / max(half, 1e-6))
+            lift = FV_UPPER_LIFT * (1.0 - 0.8 * t * t)
+            out[a, 1] = -lift
+            target = f[a, 1] + FV_LIP_BELOW_UPPER * (1.0 - t * t)
+            out[b, 1] = target - f[b, 1] - FV_JAW * jaw_v[b]
+        for i in F.LIPS_OUTER_UPPER[2:-2]:
+            out[i, 1] -= FV_UPPER_LIFT / 2
+        for i in F.LIPS_OUTER_LOWER[2:-2]:
+            out[i, 1] -= 0.004 + FV_JAW * jaw_v[i]
         return out
 
     def _corners(self, du, dv, sigma, sides=(0, 1)) -> np.ndarray:
@@ -357,23 +469,43 @@ class MotionPlan:
     scale: np.ndarray  # (n,) multiplicative
     n_frames: int
     mouth_emotion: tuple = (0.0, 0.0, 0.0)  # the emotion's constant jaw, spread and press
+    jaw_rest: float = 0.0  # jaw weight at rest: < 0 shuts a mouth the portrait shows open
+    press_rest: float = 0.0  # lips brought together at rest (a portrait caught mid-word)
 
     def set_mouth(self, first: int, track: MouthTrack) -> None:
         """Drive the mouth of frames first.. from `track` (a span of the speech's track);
-        frames past it keep what they had (closed at rest until set)."""
+        frames past it keep what they had (the rest mouth until set)."""
         m = min(len(np.asarray(track.open)), self.n_frames - first)
         if m <= 0:
             return
-        press = np.clip(np.asarray(track.press, np.float32)[:m], 0, 1)
-        opening = np.clip(np.asarray(track.open, np.float32)[:m], 0, 1) * (1.0 - press)
-        width = np.clip(np.asarray(track.width, np.float32)[:m], -1, 1)
-        jaw, spread, pressed = self.mouth_emotion
         sl = slice(first, first + m)
-        w = self.weights
-        w["jaw"][sl] = opening + jaw * (1.0 - opening)
-        w["spread"][sl] = np.maximum(width, 0.0) + spread * (1.0 - np.abs(width))
-        w["round"][sl] = np.maximum(-width, 0.0)
-        w["press"][sl] = np.clip(press + pressed * (1.0 - opening), 0.0, 1.0)
+        for name, w in mouth_weights(track, m, self.jaw_rest, self.press_rest, self.mouth_emotion).items():
+            self.weights[name][sl] = w
+
+    def head(self, i: int, pts: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Points (N x 2 pixels, with their depth as ActionFields.depth measures it) moved
+        by frame i's head motion."""
+        af = self.fields
+        fr = af.frame
+        pts = np.asarray(pts, np.float64)[:, :2]
+        # parallax from the mesh depth gives small yaw and pitch without a 3D model
+        pts = pts + np.outer(depth * float(self.yaw[i]), fr.ex) - np.outer(depth * float(self.pitch[i]), fr.ey)
+        # roll and scale about the neck (below the chin), then shift
+        c, s = math.cos(float(self.roll[i])), math.sin(float(self.roll[i]))
+        rot = np.array([[c, -s], [s, c]]) * float(self.scale[i])
+        return (pts - af.pivot) @ rot.T + af.pivot + self.shift[i]
+
+    def teeth_transforms(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """2x3 affines from the portrait to frame i for what the skull carries (the upper
+        teeth) and what the mandible carries (the lower teeth)."""
+        af = self.fields
+        anchors = af.rest[list(F.LIPS_ALL)]
+        depth = af.depth[list(F.LIPS_ALL)]
+        src = anchors[:, :2]
+        jaw = float(self.weights["jaw"][i])
+        skull = self.head(i, src, depth)
+        mandible = self.head(i, src + jaw * af.bone(anchors), depth)
+        return fit_affine(src, skull), fit_affine(src, mandible)
 
     def points(self, i: int) -> np.ndarray:
         """468x2 float32 landmark positions (image pixels) of frame i."""
@@ -383,31 +515,43 @@ class MotionPlan:
             c = float(w[i])
             if c != 0.0:
                 pts += c * af.fields[name]
-        fr = af.frame
-        # parallax from the mesh depth gives small yaw and pitch without a 3D model
-        z = af.depth
-        pts += np.outer(z * float(self.yaw[i]), fr.ex) - np.outer(z * float(self.pitch[i]), fr.ey)
-        # roll and scale about the neck (below the chin), then shift
-        pivot = af.pivot
-        c, s = math.cos(float(self.roll[i])), math.sin(float(self.roll[i]))
-        rot = np.array([[c, -s], [s, c]]) * float(self.scale[i])
-        pts = (pts - pivot) @ rot.T + pivot + self.shift[i]
-        return pts.astype(np.float32)
+        return self.head(i, pts, af.depth).astype(np.float32)
 
-    def mouth_open_px(self, i: int) -> float:
-        """How far the inner lips are apart beyond the rest gap in frame i (pixels)."""
-        af = self.fields
-        f = af.fields
-        w = self.weights
-        a, b = F.INNER_LIP_UPPER_MID, F.INNER_LIP_LOWER_MID
-        d = 0.0
-        for name in w:
-            d += float(w[name][i]) * float((f[name][b] - f[name][a]) @ af.frame.ey)
-        return d
+def mouth_weights(track: MouthTrack, m: int, jaw_rest: float = 0.0, press_rest: float = 0.0,
+                  emotion: tuple = (0.0, 0.0, 0.0)) -> dict[str, np.ndarray]:
+    """Weights of the mouth actions for the first `m` frames of `track`.
+
+    Closures win over opening and F/V; F/V holds the jaw nearly shut; `jaw_rest` (< 0
+    shuts a jaw the picture shows open) is where the jaw starts from, and `press_rest`
+    keeps the lips together at rest until speech parts them; `emotion` is the emotion's
+    constant (jaw, spread, press)."""
+    press = np.clip(np.asarray(track.press, np.float32)[:m], 0, 1)
+    fv = (np.clip(np.asarray(track.fv, np.float32)[:m], 0, 1) * (1.0 - press)
+          if track.fv is not None else np.zeros(m, np.float32))
+    opening = np.clip(np.asarray(track.open, np.float32)[:m], 0, 1) * (1.0 - press)
+    opening = opening * (1.0 - fv) + FV_JAW * fv
+    width = np.clip(np.asarray(track.width, np.float32)[:m], -1, 1)
+    jaw, spread, pressed = emotion
+    # (a breath or a room's hiss opens the mouth by a few hundredths: still at rest)
+    rest_press = press_rest * (1.0 - _smoothstep((opening - 0.05) / 0.3)) * (1.0 - fv)
+    return {
+        "jaw": (jaw_rest + opening + jaw * (1.0 - opening)).astype(np.float32),
+        "spread": (np.maximum(width, 0.0) + spread * (1.0 - np.abs(width))).astype(np.float32),
+        "round": np.maximum(-width, 0.0).astype(np.float32),
+        "press": np.clip(press + rest_press + pressed * (1.0 - opening), 0.0, 1.0).astype(np.float32),
+        "fv": fv.astype(np.float32),
+    }
 
 
 # The actions speech drives; set by MotionPlan.set_mouth.
-_MOUTH_ACTIONS = ("jaw", "spread", "round", "press")
+_MOUTH_ACTIONS = ActionFields.MOUTH
+
+
+def fit_affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares 2x3 affine taking the points `src` to `dst` (N x 2 each)."""
+    a = np.column_stack([src, np.ones(len(src))])
+    sol, *_ = np.linalg.lstsq(a, dst, rcond=None)
+    return sol.T.astype(np.float64)
 
 
 def plan_motion(
@@ -422,8 +566,13 @@ def plan_motion(
     blinks: bool = True,
     head_motion: bool = True,
     fields: Optional[ActionFields] = None,
+    jaw_rest: float = 0.0,
+    press_rest: float = 0.0,
 ) -> MotionPlan:
-    """Plan every frame's face: mouth from `track`, constant emotion, seeded blinks and head motion."""
+    """Plan every frame's face: mouth from `track`, constant emotion, seeded blinks and head motion.
+
+    `jaw_rest` < 0 shuts a jaw the portrait shows open by that much of a full opening, and
+    `press_rest` brings its lips together at rest (see mouth.MouthInterior)."""
     if emotion not in EMOTION_ACTIONS:
         raise ValueError(f"unknown emotion {emotion!r}; expected one of {', '.join(EMOTIONS)}")
     af = fields or ActionFields(rest)
@@ -472,11 +621,14 @@ def plan_motion(
         roll = yaw = pitch = np.zeros(n, np.float32)
         shift = np.zeros((n, 2), np.float32)
         scale = np.ones(n, np.float32)
+    if jaw_rest:
+        af.shut_lips(jaw_rest)
     plan = MotionPlan(af, weights, roll.astype(np.float32), yaw.astype(np.float32),
                       pitch.astype(np.float32), np.asarray(shift, np.float32),
-                      np.asarray(scale, np.float32), n, mouth_emotion)
+                      np.asarray(scale, np.float32), n, mouth_emotion, float(jaw_rest), float(press_rest))
+    fv = per_frame(track.fv) if track.fv is not None else None
     plan.set_mouth(0, MouthTrack(per_frame(track.open), per_frame(track.width), per_frame(track.press),
-                                 energy, fps))
+                                 energy, fps, fv))
     return plan
 
 
@@ -487,38 +639,13 @@ def inner_gap(pts: np.ndarray, frame: FaceFrame) -> float:
     return float(np.median((lo - up) @ frame.ey))
 
 
-def close_mouth(pts: np.ndarray, fields: ActionFields) -> tuple:
-    """Landmarks with the mouth shut, and the jaw weight that shut it.
-
-    The jaw is raised by as much of the jaw action as the inner-lip gap holds, then any
-    gap left (lips apart without the jaw) is closed by meeting at the midline. Used to
-    take the original speech off a video frame before driving it from new audio.
-    """
-    pts = np.asarray(pts, np.float64)[:, :2]
-    fr = fields.frame
-    jaw = fields.fields["jaw"]
-    a, b = F.INNER_LIP_UPPER_MID, F.INNER_LIP_LOWER_MID
-    per_unit = float((jaw[b] - jaw[a]) @ fr.ey)
-    gap = inner_gap(pts, fr)
-    # a hair of gap is just FaceMesh noise on a closed mouth
-    o_src = max(0.0, gap - 0.004 * fr.height) / max(per_unit, 1e-6)
-    o_src = min(o_src, 1.5)
-    closed = pts - o_src * jaw
-    for u, l in zip(F.LIPS_INNER_UPPER[1:-1], F.LIPS_INNER_LOWER[1:-1]):
-        du = float((closed[l] - closed[u]) @ fr.ey)
-        if du > 0:
-            closed[u] += 0.5 * du * fr.ey
-            closed[l] -= 0.5 * du * fr.ey
-    return closed.astype(np.float32), o_src
-
-
-def lip_edges_inwards(pts: np.ndarray, frame: FaceFrame) -> np.ndarray:
+def lip_edges_inwards(pts: np.ndarray, frame: FaceFrame, cap: float = 0.025) -> np.ndarray:
     """The landmarks with the inner lip contours moved a little into the lips.
 
     FaceMesh puts the inner contours of an open mouth on the last dark pixels of the
     interior, so the shaded rim of each lip still belongs to the opening; warping from
     these adjusted points squeezes that rim away together with the opening when the
-    mouth is shut. Closed mouths are returned unchanged.
+    mouth is shut. At most `cap` of the face height; closed mouths are returned unchanged.
     """
     pts = np.array(pts, np.float32, copy=True)
     gap = inner_gap(pts, frame)
@@ -528,7 +655,7 @@ def lip_edges_inwards(pts: np.ndarray, frame: FaceFrame) -> np.ndarray:
     for inner, outer in ((F.LIPS_INNER_UPPER, F.LIPS_OUTER_UPPER), (F.LIPS_INNER_LOWER, F.LIPS_OUTER_LOWER)):
         for i, o in zip(inner[2:-2], outer[2:-2]):
             thick = abs(float((pts[o, :2] - pts[i, :2]) @ ey))
-            step = min(0.3 * thick, 0.3 * gap, 0.025 * frame.height)
+            step = min(0.5 * thick, 0.3 * gap, cap * frame.height)
             sign = -1.0 if inner is F.LIPS_INNER_UPPER else 1.0
             pts[i, :2] += sign * step * ey
     return pts

@@ -41,6 +41,7 @@ import numpy as np
 
 from . import audio as _audio
 from . import face as F
+from . import motion
 from .api import BadVideoError, Cancelled, NoFaceError, Progress, ProgressFn, RenderResult, StopFn
 from .encode import VideoReader, VideoWriter
 from .face import FaceAnalyzer
@@ -67,6 +68,9 @@ _NOSE_BASE = (98, 97, 2, 326, 327)
 MAX_BASE_SIDE = 1280
 JPEG_QUALITY = 95
 PROGRESS_STEPS = 40
+# the jaw weight of speech that the widest mouth of the person's own video stands for
+# (loud open vowels reach it; see audio.GAIN_KNEE)
+OPEN_FULL = 0.75
 
 
 @dataclass
@@ -426,8 +430,9 @@ def _targets(model: PersonModel, track) -> np.ndarray:
     gaps, widths = model.shapes[:, 0], model.shapes[:, 1]
     g_lo, g_hi = np.percentile(gaps, 5), np.percentile(gaps, 97)
     w_lo, w_med, w_hi = np.percentile(widths, 5), np.median(widths), np.percentile(widths, 95)
-    press = np.clip(np.asarray(track.press, np.float64), 0, 1)
-    opening = np.clip(np.asarray(track.open, np.float64), 0, 1) * (1 - press)
+    # the same mouth as a portrait job: closures win, F/V nearly shuts the jaw
+    weights = motion.mouth_weights(track, len(np.asarray(track.open)))
+    opening = np.clip(weights["jaw"].astype(np.float64) / OPEN_FULL, 0.0, 1.0)
     width = np.clip(np.asarray(track.width, np.float64), -1, 1)
     gap = g_lo + opening * (g_hi - g_lo)
     w = np.where(width >= 0, w_med + width * (w_hi - w_med), w_med + width * (w_med - w_lo))

@@ -1,15 +1,18 @@
-"""Draw a frame: warp the portrait so its mesh lands on a frame's landmarks, then paint the mouth.
+"""Warp the portrait so its mesh lands on a frame's landmarks (mouth.py draws the mouth's inside).
 
 The warp is piecewise affine over a Delaunay triangulation of the mesh points (the
 moving features plus an even spread of the rest) and fixed anchors (a ring around the
 face and the image border), so everything outside the ring stays exactly still and
-only the face region is resampled.
+only the face region is resampled. Lips that close further than the picture has them
+cover what was between them with their own texture, never the teeth behind.
 
 Speed: the topology is fixed, so per frame only the triangles' affines change. They are
 computed for all triangles at once; then one compiled pass (numba) scans the triangles
 that can move, row by row, and writes each pixel's source position from its triangle's
 affine: an exact piecewise-affine inverse map at full resolution, no iteration. The
-image is resampled with one fixed-point cv2.remap over the face region.
+image is resampled with fixed-point cv2.remaps over the face region: its smooth part
+interpolated, its finest detail taken from the nearest source pixel, so a face that
+moves by a fraction of a pixel keeps the detail the still background keeps.
 """
 
 from __future__ import annotations
@@ -24,16 +27,8 @@ from scipy.spatial import Delaunay
 
 from . import face as F
 
-_INNER = np.array(F.LIPS_INNER)
-_UPPER_INNER = np.array(F.LIPS_INNER_UPPER)
-_LOWER_INNER = np.array(F.LIPS_INNER_LOWER)
-
-# Mouth interior colours (RGB).
-_MOUTH_DARK = np.array([44, 16, 16], np.float32)
-_MOUTH_RED = np.array([112, 42, 40], np.float32)
-_TEETH = np.array([222, 216, 202], np.float32)
-# where the gaps between the front teeth fall, from the middle (-1..1 corner to corner)
-_TOOTH_EDGES = np.array([0.0, 0.24, -0.24, 0.43, -0.43, 0.6, -0.6], np.float32)
+# Detail finer than this blur (pixels) is carried through the warp from the nearest source pixel.
+DETAIL_SIGMA = 2.0
 
 
 def even(n: float) -> int:
@@ -154,6 +149,14 @@ class Warper:
                  vertices: Optional[np.ndarray] = None):
         self.image = np.ascontiguousarray(image)
         h, w = image.shape[:2]
+        # the picture split into its smooth part and its fine detail (see _resample), both
+        # uint8 (remaps of uint8 are fast): the detail around 128, the smooth part kept
+        # within 127 of the picture so that the detail never clips and the two add up to
+        # the picture exactly
+        img16 = self.image.astype(np.int16)
+        smooth = np.clip(cv2.GaussianBlur(self.image, (0, 0), DETAIL_SIGMA).astype(np.int16), img16 - 127, img16 + 128)
+        self._smooth = smooth.astype(np.uint8)
+        self._fine = (img16 - smooth + 128).astype(np.uint8)
         self.h, self.w = h, w
         self.rest_full = np.asarray(rest, np.float32)[:, :2]
         self.vert = warp_vertices(self.rest_full) if vertices is None else np.asarray(vertices)
@@ -185,6 +188,32 @@ class Warper:
         iy = np.arange(y0, y1, dtype=np.float32)
         self.ident = np.ascontiguousarray(np.stack(np.meshgrid(ix, iy), -1))
         self._map = np.empty_like(self.ident)
+        self._guard = self._opening_guard()
+
+    def _opening_guard(self) -> Optional[tuple]:
+        """Where the picture's mouth is open: its box, which pixels of the box lie in the
+        opening, and for each of those the nearest pixel of lip.
+
+        Lips that close more than the picture has them stretch over what was between them;
+        a lip pixel must then not sample teeth or shadow (it would show as white or dark
+        slivers along the seam), but the lip's own edge. None when the mouth is shut."""
+        poly = self.rest_full[list(F.LIPS_INNER)]
+        gap = np.median((self.rest_full[list(F.LIPS_INNER_LOWER)] - self.rest_full[list(F.LIPS_INNER_UPPER)])[3:8, 1])
+        if gap < 1.0:
+            return None
+        x0, y0 = np.floor(poly.min(0)).astype(int) - 4
+        x1, y1 = np.ceil(poly.max(0)).astype(int) + 5
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.w, x1), min(self.h, y1)
+        inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(inside, [np.round((poly - (x0, y0)) * 4).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=2)
+        _, labels = cv2.distanceTransformWithLabels(inside, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
+        outside = np.nonzero(inside == 0)
+        # labels number the zero (lip) pixels in raster order, from 1
+        order = np.lexsort((outside[1], outside[0]))
+        ly, lx = outside[0][order], outside[1][order]
+        lab = labels - 1
+        near = np.stack([lx[lab] + x0, ly[lab] + y0], -1).astype(np.float32)
+        return (x0, y0, x1, y1), inside.astype(bool), near, float(gap)
 
     @staticmethod
     def _anchors(rest: np.ndarray, w: int, h: int, ring_scale: float) -> np.ndarray:
@@ -276,7 +305,37 @@ class Warper:
         np.copyto(m, self.ident)
         mv = self.moving
         _scan_triangles(m, self.roi[0], self.roi[1], np.ascontiguousarray(v[mv]), np.ascontiguousarray(aff[mv]))
+        if self._guard is not None:
+            self._keep_lips_off_the_opening(m, np.asarray(dest, np.float32)[:, :2])
         return m
+
+    def _keep_lips_off_the_opening(self, m: np.ndarray, dest: np.ndarray) -> None:
+        """Outside the frame's own opening, send pixels that would sample the picture's
+        opening to the nearest lip pixel instead (see _opening_guard), in place."""
+        (gx0, gy0, gx1, gy1), inside, near, gap = self._guard
+        if np.median((dest[list(F.LIPS_INNER_LOWER)] - dest[list(F.LIPS_INNER_UPPER)])[3:8, 1]) >= gap:
+            return  # the lips part at least as far as the picture's: nothing to cover
+        rx0, ry0, rx1, ry1 = self.roi
+        lips = dest[list(F.LIPS_OUTER)]
+        x0 = max(rx0, min(gx0, int(np.floor(lips[:, 0].min())) - 3))
+        y0 = max(ry0, min(gy0, int(np.floor(lips[:, 1].min())) - 3))
+        x1 = min(rx1, max(gx1, int(np.ceil(lips[:, 0].max())) + 4))
+        y1 = min(ry1, max(gy1, int(np.ceil(lips[:, 1].max())) + 4))
+        if x1 <= x0 or y1 <= y0:
+            return
+        sub = m[y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
+        sx = np.rint(sub[..., 0]).astype(np.int32) - gx0
+        sy = np.rint(sub[..., 1]).astype(np.int32) - gy0
+        ok = (sx >= 0) & (sy >= 0) & (sx < gx1 - gx0) & (sy < gy1 - gy0)
+        hit = np.zeros(sx.shape, bool)
+        hit[ok] = inside[sy[ok], sx[ok]]
+        if not hit.any():
+            return
+        opening = np.zeros(sx.shape, np.uint8)
+        cv2.fillPoly(opening, [np.round((dest[list(F.LIPS_INNER)] - (x0, y0)) * 4).astype(np.int32)], 1,
+                     lineType=cv2.LINE_8, shift=2)
+        fix = hit & ~opening.astype(bool)
+        sub[fix] = near[sy[fix], sx[fix]]
 
     def _resample(self, m: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
         x0, y0, x1, y1 = self.roi
@@ -286,8 +345,13 @@ class Warper:
             np.copyto(out, self.image)
         # fixed-point maps: the conversion plus the integer remap beat a float remap
         m1, m2 = cv2.convertMaps(m, None, cv2.CV_16SC2)
-        out[y0:y1, x0:x1] = cv2.remap(self.image, m1, m2, cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_REPLICATE)
+        # Interpolation averages neighbours, which halves the finest detail wherever the
+        # face moved by a fraction of a pixel; the background never moves. So the smooth
+        # part of the picture is interpolated and its fine detail (pores, stubble, grain)
+        # is carried over from the nearest source pixel, at full strength.
+        smooth = cv2.remap(self._smooth, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        fine = cv2.remap(self._fine, m1, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        out[y0:y1, x0:x1] = cv2.addWeighted(smooth, 1.0, fine, 1.0, -128.0)
         return out
 
     def warp_with_mask(self, dest: np.ndarray, min_move: float = 0.5) -> tuple:
@@ -301,166 +365,6 @@ class Warper:
     def warp(self, dest: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The image warped so the rest mesh lands on `dest` (468x2); a new frame or `out`."""
         return self._resample(self.backward_map(dest), out)
-
-
-def _poly_mask(polygon: np.ndarray, x0: int, y0: int, rw: int, rh: int) -> np.ndarray:
-    """Anti-aliased float mask (0..1) of a polygon in a (rh, rw) patch at (x0, y0)."""
-    m = np.zeros((rh, rw), np.uint8)
-    p = np.round((np.asarray(polygon, np.float32) - (x0, y0)) * 4).astype(np.int32)
-    cv2.fillPoly(m, [p], 255, lineType=cv2.LINE_AA, shift=2)
-    return m.astype(np.float32) * (1.0 / 255.0)
-
-
-def _smooth(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
-def paint_mouth(frame: np.ndarray, pts: np.ndarray, extra_open_px: float, face_height: float) -> None:
-    """Paint a dark mouth interior and teeth inside the inner-lip polygon, in place.
-
-    `extra_open_px` is how much further apart the lips are than in the source picture;
-    nothing is painted at 0, so a closed mouth and the portrait's own mouth stay as they
-    were. The look ramps in over the first ~1 % of the face height of opening.
-    """
-    ramp = 0.012 * face_height
-    if extra_open_px <= 0.05 * ramp:
-        return
-    alpha = float(_smooth(np.float32(extra_open_px / ramp)))
-    pts = np.asarray(pts, np.float32)
-    poly = pts[_INNER, :2]
-    h, w = frame.shape[:2]
-    x0 = max(0, int(np.floor(poly[:, 0].min())) - 3)
-    y0 = max(0, int(np.floor(poly[:, 1].min())) - 3)
-    x1 = min(w, int(np.ceil(poly[:, 0].max())) + 4)
-    y1 = min(h, int(np.ceil(poly[:, 1].max())) + 4)
-    if x1 - x0 < 3 or y1 - y0 < 3:
-        return
-    rw, rh = x1 - x0, y1 - y0
-    mask = _poly_mask(poly, x0, y0, rw, rh)
-    if mask.max() <= 0:
-        return
-    mask = cv2.GaussianBlur(mask, (3, 3), 0.7)
-
-    upper = pts[_UPPER_INNER, :2]
-    lower = pts[_LOWER_INNER, :2]
-    gap = _lip_gap(upper, lower)
-    down = np.array([0.0, 1.0], np.float32)
-    cx = float(upper[0, 0] + upper[-1, 0]) / 2
-    half = max(abs(float(upper[-1, 0] - upper[0, 0])) / 2, 1.0)
-    xs = (np.arange(rw, dtype=np.float32) + np.float32(x0 - cx)) / np.float32(half)  # -1..1 corner to corner
-    ys = np.arange(rh, dtype=np.float32) + np.float32(y0)
-
-    # (float32 throughout and blends in place: this runs on most frames of a video)
-    # interior: dark, warmer towards the tongue near the lower lip
-    top = np.interp(np.arange(rw) + x0, upper[:, 0], upper[:, 1]).astype(np.float32) \
-        if upper[0, 0] < upper[-1, 0] else np.full(rw, upper[:, 1].mean(), np.float32)
-    depth = (ys[:, None] - top[None, :]) * np.float32(1.0 / max(gap, 1.0))
-    warm = _smooth((depth - np.float32(0.45)) * np.float32(2.0))[..., None]
-    colour = _MOUTH_DARK + warm * (_MOUTH_RED - _MOUTH_DARK)
-
-    # upper teeth hang from the upper lip; only the front ones show, so they fade out
-    # well before the corners, and they are darker where they curve away
-    t_up = min(0.42 * gap, 0.04 * face_height)
-    if t_up >= 0.8:
-        band = _poly_mask(np.concatenate([upper, upper[::-1] + down * t_up]), x0, y0, rw, rh)
-        across = _smooth((np.float32(0.85) - np.abs(xs)) * np.float32(1 / 0.35))[None, :]
-        # faint gaps between the front teeth (incisors, laterals, canines, premolars)
-        gaps = np.exp(-(((xs[None, :] - _TOOTH_EDGES[:, None]) * np.float32(half / 0.7)) ** 2)).max(0)
-        shade = np.clip(1.0 - 0.35 * xs * xs, 0.5, 1.0) * (1.0 - 0.1 * gaps)
-        tu = (cv2.GaussianBlur(band, (3, 3), 0.7) * across)[..., None]
-        tooth = shade[None, :, None] * _TEETH - colour
-        tooth *= tu
-        colour += tooth
-    # a little of the lower teeth in the middle on wide openings
-    t_lo = min(0.15 * gap, 0.015 * face_height)
-    if t_lo >= 0.8:
-        band = _poly_mask(np.concatenate([lower, lower[::-1] - down * t_lo]), x0, y0, rw, rh)
-        across = _smooth((np.float32(0.5) - np.abs(xs)) * np.float32(1 / 0.3))[None, :]
-        tl = (cv2.GaussianBlur(band, (3, 3), 0.7) * (across * np.float32(0.55)))[..., None]
-        lower_teeth = _TEETH * np.float32(0.8) - colour
-        lower_teeth *= tl
-        colour += lower_teeth
-
-    roi = frame[y0:y1, x0:x1]
-    colour -= roi
-    colour *= (mask * np.float32(alpha))[..., None]
-    colour += roi
-    np.clip(colour, 0, 255, out=colour)
-    roi[...] = colour
-
-
-def _lip_gap(upper: np.ndarray, lower: np.ndarray) -> float:
-    """How far apart the inner lips are in the middle of the mouth (median of 5 pairs)."""
-    d = lower[3:8] - upper[3:8]
-    return float(np.sort(np.hypot(d[:, 0], d[:, 1]))[2])
-
-
-def paint_lip_seam(frame: np.ndarray, pts: np.ndarray, squeezed_px: float, face_height: float) -> None:
-    """Where the warp shut lips that were apart in the source, clean up the closed mouth,
-    in place: pixels along the closed lips that do not look like lip (teeth or mouth
-    interior squeezed to a line, or left over from an opening FaceMesh drew a little
-    small) are inpainted from the lips around them, and a soft seam is drawn."""
-    ramp = 0.01 * face_height
-    if squeezed_px <= 0.1 * ramp:
-        return
-    pts = np.asarray(pts, np.float32)
-    upper = pts[_UPPER_INNER, :2]
-    lower = pts[_LOWER_INNER, :2]
-    # lips that are still apart show their own opening, not a seam
-    gap = _lip_gap(upper, lower)
-    alpha = float(_smooth(np.float32(squeezed_px / ramp)) * _smooth(np.float32(1.0 - gap / (1.5 * ramp))))
-    if alpha <= 0.01:
-        return
-    seam = (upper + lower) / 2
-    # reach a little past the corners, where leftovers of a wide opening hide
-    ext = 0.12 * (seam[-1] - seam[0])
-    seam = np.concatenate([seam[:1] - ext, seam, seam[-1:] + ext])
-    h, w = frame.shape[:2]
-    reach = max(2.0, 0.03 * face_height)
-    pad = int(np.ceil(reach)) + 4
-    x0 = max(0, int(np.floor(seam[:, 0].min())) - pad)
-    y0 = max(0, int(np.floor(seam[:, 1].min())) - pad)
-    x1 = min(w, int(np.ceil(seam[:, 0].max())) + pad)
-    y1 = min(h, int(np.ceil(seam[:, 1].max())) + pad)
-    if x1 - x0 < 4 or y1 - y0 < 4:
-        return
-    rw, rh = x1 - x0, y1 - y0
-    roi = np.ascontiguousarray(frame[y0:y1, x0:x1])
-    # the lips' own colour, sampled half way between the inner and outer contours
-    outer_lo = pts[list(F.LIPS_OUTER_LOWER), :2]
-    outer_up = pts[list(F.LIPS_OUTER_UPPER), :2]
-    samples = np.concatenate([(outer_lo[2:-2] + lower[2:-2]) / 2, (outer_up[2:-2] + upper[2:-2]) / 2])
-    sx = np.clip(np.round(samples[:, 0]).astype(int), 0, w - 1)
-    sy = np.clip(np.round(samples[:, 1]).astype(int), 0, h - 1)
-    lip = np.median(frame[sy, sx].astype(np.float32), axis=0)
-    lip_y = float(lip @ np.array([0.299, 0.587, 0.114], np.float32))
-
-    # a band along the closed lips, narrowing to the corners
-    up = np.array([0.0, -1.0], np.float32)
-    taper = np.sin(np.linspace(0, np.pi, len(seam)))[:, None] * 0.5 + 0.5
-    band_poly = np.concatenate([seam + up * reach * taper, (seam - up * reach * taper)[::-1]])
-    band = _poly_mask(band_poly, x0, y0, rw, rh) > 0.5
-    luma = cv2.cvtColor(roi, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    odd = band & ((luma < 0.62 * lip_y) | (luma > lip_y + 0.45 * (255.0 - lip_y)))
-    fixed = roi
-    if odd.any():
-        fixed = cv2.inpaint(roi, cv2.dilate(odd.astype(np.uint8) * 255, np.ones((5, 5), np.uint8)),
-                            3, cv2.INPAINT_TELEA)
-    # a thin, soft, slightly darker line where the lips meet, fading at the corners
-    m = np.zeros((rh, rw), np.uint8)
-    p = np.round((seam - (x0, y0)) * 4).astype(np.int32)
-    thick = max(1, int(round(0.005 * face_height)))
-    cv2.polylines(m, [p], False, 255, thickness=thick, lineType=cv2.LINE_AA, shift=2)
-    m = cv2.GaussianBlur(m.astype(np.float32) * (1.0 / 255.0), (3, 3), 0.8)
-    xs = (np.arange(rw, dtype=np.float32) + x0 - (seam[0, 0] + seam[-1, 0]) / 2)
-    xs /= max(abs(float(seam[-1, 0] - seam[0, 0])) / 2, 1.0)
-    fade = _smooth((1.0 - np.abs(xs)) / 0.3)[None, :]
-    out = fixed.astype(np.float32)
-    a_line = (m * fade * 0.5)[..., None]
-    out = out * (1 - a_line) + (lip * 0.6)[None, None] * a_line
-    out = roi.astype(np.float32) * (1 - alpha) + out * alpha
-    frame[y0:y1, x0:x1] = np.clip(out, 0, 255).astype(np.uint8)
 
 
 def fit_size(src_w: int, src_h: int, width: Optional[int], height: Optional[int],
