@@ -33,3 +33,12 @@ def store(seaweed: SeaweedServer) -> Iterator[ObjectStore]:
     # session does not run out of volume slots.
     if seaweed.running:
         object_store.delete_bucket()
+
+
+@pytest.fixture(scope="session")
+def lips_together_portrait() -> str:
+    """A real frontal photo with the lips together (matplotlib's Grace Hopper, fetched from
+    PyPI once): FaceMesh follows its mouth as it opens, where a broad smile hides it."""
+    from tests import realdata
+
+    return str(realdata.photo("grace_hopper"))

@@ -10,8 +10,6 @@ import threading
 
 import imageio_ffmpeg
 import pytest
-from PIL import Image
-from skimage import data
 
 from libs.speech.espeak import synthesize, write_wav
 from libs.talkface import api
@@ -22,14 +20,15 @@ TRAINING_SPEECH = "Hello, I am an astronaut. I fly to the moon and back, and I m
 
 
 @pytest.fixture(scope="session")
-def training_video(tmp_path_factory) -> pathlib.Path:
-    """A 256x256 talking clip of the astronaut portrait, with its speech as the sound track."""
+def training_video(tmp_path_factory, lips_together_portrait) -> pathlib.Path:
+    """A 256x256 talking clip of a real portrait (lips together at rest, as a speaker's are
+    between phrases), with its speech as the sound track."""
     folder = tmp_path_factory.mktemp("training")
-    Image.fromarray(data.astronaut()).save(folder / "portrait.png")
     write_wav(synthesize(TRAINING_SPEECH, voice="en-us"), folder / "speech.wav")
-    Engine().generate(api.PortraitJob(image_path=str(folder / "portrait.png"), audio_path=str(folder / "speech.wav"),
-                                      out_path=str(folder / "silent.mp4"), fps=25, min_resolution=256, seed=3))
-    out = folder / "astronaut talking.mp4"
+    Engine().generate(api.PortraitJob(image_path=lips_together_portrait, audio_path=str(folder / "speech.wav"),
+                                      out_path=str(folder / "silent.mp4"), fps=25, min_resolution=256, seed=3,
+                                      crop=True))
+    out = folder / "grace talking.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(folder / "silent.mp4"),
                     "-i", str(folder / "speech.wav"), "-c:v", "copy", "-c:a", "aac", "-shortest", str(out)],
                    check=True, timeout=60)

@@ -124,9 +124,9 @@ def test_reference_audio_list(base, ref_voice):
 
 def test_training_video_upload_list_and_limit(base, trained, echofu):
     video = trained["video"]
-    assert video["message"] == "视频上传成功" and video["original_name"] == "astronaut talking.mp4"
-    assert video["filename"] == "astronaut_talking.mp4"
-    assert video["relative_path"] == "static/videos/ref_videos/astronaut_talking.mp4"
+    assert video["message"] == "视频上传成功" and video["original_name"] == "grace talking.mp4"
+    assert video["filename"] == "grace_talking.mp4"
+    assert video["relative_path"] == "static/videos/ref_videos/grace_talking.mp4"
     body = requests.get(f"{base}/api/training-videos").json()
     assert body["status"] == "success" and body["total_count"] == 1
     assert body["files"][0]["relative_path"] == video["relative_path"] and body["files"][0]["file_type"] == "MP4"

@@ -90,10 +90,5 @@ def frame_labels(speech: Speech, fps: float, n_frames: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def portrait_path(tmp_path_factory):
-    from PIL import Image
-    from skimage import data
-
-    path = tmp_path_factory.mktemp("portrait") / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(path)
-    return path
+def portrait_path(lips_together_portrait):
+    return lips_together_portrait
