@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic_settings import BaseSettings
 
+from libs.grpcutil.connection import server_options
 from libs.grpcutil.metrics import MetricsInterceptor, serve_metrics
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def create_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            *server_options(),
         ],
     )
     names = tuple(register(server))

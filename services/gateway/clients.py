@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from libs.grpcutil.connection import client_options
 from talkserve.dicetalk.v1 import dicetalk_pb2_grpc
 from talkserve.echomimic.v1 import echomimic_pb2_grpc
 from talkserve.latentsync.v1 import latentsync_pb2_grpc
@@ -44,12 +45,6 @@ _STUBS = {
 }
 
 log = logging.getLogger(__name__)
-
-_OPTIONS = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.enable_retries", 1),
-]
 
 
 @dataclass
@@ -131,8 +126,7 @@ class Clients:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def _channel(self, target: str, balanced: bool = False) -> grpc.Channel:
-        options = _OPTIONS + ([("grpc.lb_policy_name", "round_robin")] if balanced else [])
-        channel = grpc.insecure_channel(target, options=options)
+        channel = grpc.insecure_channel(target, options=client_options(balanced=balanced))
         self._channels.append(channel)
         return channel
 
