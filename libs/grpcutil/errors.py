@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from libs.store.client import StoreUnavailable
 from libs.talkface import api
 
 ERROR_CODE_KEY = "talkserve-error-code"
@@ -21,6 +22,9 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
         return grpc.StatusCode.INTERNAL, exc.code, str(exc)
     if isinstance(exc, InvalidRequest):
         return grpc.StatusCode.INVALID_ARGUMENT, exc.code, str(exc)
+    if isinstance(exc, StoreUnavailable):
+        # An outage, not the job's fault: the caller tries again once the store is back.
+        return grpc.StatusCode.UNAVAILABLE, "store_unavailable", str(exc)
     if isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NotFound":
         return grpc.StatusCode.FAILED_PRECONDITION, "input_missing", f"an input object is missing: {exc}"
     return grpc.StatusCode.INTERNAL, "internal", f"{type(exc).__name__}: {exc}"

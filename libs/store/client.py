@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import io
 import json
@@ -47,9 +48,33 @@ _TRANSIENT_CODES = frozenset(
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "ResourceNotFound", "NoSuchObject"})
 
+# How long the operations of the current context retry transient failures; None: the store's
+# `retry_for_s`. A request handler sets a short window so its client hears "unavailable"
+# within seconds, while background work rides out a restart.
+_retry_window: contextvars.ContextVar[float | None] = contextvars.ContextVar("talkserve_store_retry", default=None)
+
+
+@contextlib.contextmanager
+def retry_window(seconds: float) -> Iterator[None]:
+    """Within the block, give up on transient store failures after ``seconds``."""
+    token = _retry_window.set(seconds)
+    try:
+        yield
+    finally:
+        _retry_window.reset(token)
+
+
+def set_retry_window(seconds: float | None) -> None:
+    """Set the window for the rest of the current context (an ASGI request's task)."""
+    _retry_window.set(seconds)
+
 
 class StoreError(Exception):
     """Base class of the errors this module raises on purpose."""
+
+
+class StoreUnavailable(StoreError):
+    """The store did not answer within the retry window (down, restarting or overloaded)."""
 
 
 class NotFound(StoreError):
@@ -219,14 +244,28 @@ class ObjectStore:
             region=settings.region,
             http_client=http,
         )
+        # Readiness probes must answer fast: no retries, short timeouts.
+        self._probe = Minio(
+            settings.endpoint,
+            access_key=settings.access_key or None,
+            secret_key=secret if settings.access_key else None,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=1.0, read=2.0), maxsize=2, cert_reqs="CERT_REQUIRED",
+                ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(), retries=False,
+            ),
+        )
 
     # -- plumbing -----------------------------------------------------------------------
 
     def _retry(self, op: Callable[[], T], *, what: str = "") -> T:
-        """Run ``op``; retry transient failures with jittered backoff for ``retry_for_s``."""
+        """Run ``op``; retry transient failures with jittered backoff for ``retry_for_s`` (or the
+        context's window); raises ``StoreUnavailable`` when they outlast it."""
+        window = _retry_window.get()
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
-            stop=stop_after_delay(self.settings.retry_for_s),
+            stop=stop_after_delay(self.settings.retry_for_s if window is None else window),
             wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0.0, 0.2),
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,
@@ -236,7 +275,23 @@ class ObjectStore:
         except S3Error as exc:
             if _is_not_found(exc):
                 raise NotFound(what or str(exc)) from exc
+            if _is_transient(exc):
+                raise StoreUnavailable(f"object store unavailable: {exc.code}") from exc
             raise
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _is_transient(exc):
+                raise StoreUnavailable(f"object store unavailable: {type(exc).__name__}") from exc
+            raise
+
+    def ping(self) -> bool:
+        """True when the store answers a signed request for the bucket at once (no retries, 1 s to
+        connect, 2 s to answer): for readiness probes."""
+        try:
+            return bool(self._probe.bucket_exists(self.bucket))
+        except Exception:  # noqa: BLE001 - any failure means not reachable now
+            return False
 
     # -- bucket ---------------------------------------------------------------------------
 

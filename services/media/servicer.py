@@ -21,6 +21,7 @@ from minio.error import S3Error, ServerError
 
 from libs.grpcutil.errors import ERROR_CODE_KEY, InvalidRequest
 from libs.store.client import NotFound, ObjectStore
+from libs.store.client import StoreUnavailable as StoreDown
 from services.media import ops
 from services.media.fetch import URL_TIMEOUT, FetchError, fetch_url
 from services.media.settings import MediaSettings
@@ -64,7 +65,7 @@ def _store_failure(exc: Exception, what: str) -> Exception:
     """Classify a store exception: outages are worth retrying elsewhere or later, refusals are not."""
     message = f"{what}: {type(exc).__name__}: {exc}"
     status = getattr(getattr(exc, "response", None), "status", None)
-    if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, ServerError)) or (
+    if isinstance(exc, (StoreDown, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, ServerError)) or (
         isinstance(exc, S3Error) and (status or 0) >= 500
     ):
         return StoreUnavailable(message)
