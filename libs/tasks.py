@@ -134,7 +134,10 @@ class TaskRecord(BaseModel):
     revision: int = 0
     owner: str | None = None
     lease_until: datetime | None = None
-    attempts: int = 0
+    attempts: int = 0  # holders so far: every claim by a new owner, or after a lease ran out
+    # Runs that failed through the job's own fault; the gateway's max_attempts of them fail the task.
+    # Outages (a service or the store down) are not counted here.
+    failures: int = 0
     idempotency_key: str | None = None
     result: dict[str, Any] = Field(default_factory=dict)  # what the engine reported: frames, size, ...
     started_at: datetime | None = None  # when work on it first began

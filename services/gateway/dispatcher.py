@@ -16,10 +16,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tenacity import RetryCallState, wait_random_exponential
+
 from libs.tasks import LeaseLost, TaskNotFound, TaskRecord, TaskStatus, TaskStore
 from services.gateway.clients import Clients, Replica
+from services.gateway.faults import Fault, classify
 from services.gateway.metrics import TASK_SECONDS, TASKS_FINISHED
-from services.gateway.pipeline import MODEL_KIND, HandedBack, Pipeline, Retryable, Run, TaskFailed
+from services.gateway.pipeline import MODEL_KIND, HandedBack, Outage, Pipeline, Retryable, Run, TaskFailed
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ class Item:
     created: float
     task_id: str
     segment: int = -1  # -1: the whole task
+    key_id: str | None = field(default=None, compare=False)  # whose task it is (queue views)
+    not_before: float = field(default=0.0, compare=False)  # monotonic time before which it waits
 
     @property
     def unit(self) -> int | None:
@@ -56,6 +61,8 @@ class Held:
     runs: dict[int | None, Run] = field(default_factory=dict)
     left: set[int] = field(default_factory=set)  # segments not finished yet
     failed: bool = False
+    outage_since: float | None = None  # monotonic time of the first outage since its last success
+    outages: int = 0  # outages waited out since then
 
 
 class Dispatcher:
@@ -69,6 +76,8 @@ class Dispatcher:
         self.queues: dict[str, collections.deque[Item]] = {k: collections.deque() for k in clients.replicas}
         self.held: dict[str, Held] = {}
         self._inflight: dict[str, int] = collections.defaultdict(int)
+        # Tasks taken off a queue and being claimed: the store scan must not queue them again.
+        self._claiming: set[str] = set()
         # Each replica's slot count from its last answer: while this gateway's own runs fill
         # them all, asking the replica again cannot reveal a free one.
         self._slots: dict[str, int] = {}
@@ -82,6 +91,8 @@ class Dispatcher:
         # Called with a task id whenever a unit of it ended here; the hook reads the record to see
         # whether the task is final (webhooks). Hooks must return at once.
         self.finish_hooks: list = []
+        # Full-jitter exponential backoff between tries of a unit hit by an outage.
+        self._outage_wait = wait_random_exponential(multiplier=0.5, max=settings.outage_backoff_max_seconds)
 
     # -- queue ---------------------------------------------------------------------------------
 
@@ -98,7 +109,7 @@ class Dispatcher:
             created = record.created_at.timestamp()
             for seg in segments:
                 if seg not in queued and seg not in running:
-                    self._insert(queue, Item(created, record.id, -1 if seg is None else seg))
+                    self._insert(queue, Item(created, record.id, -1 if seg is None else seg, record.key_id))
             self._cond.notify_all()
             # A dispatcher thread may claim the task between the insert and here.
             waiting = self._waiting_ids(kind)
@@ -126,11 +137,13 @@ class Dispatcher:
             waiting = self._waiting_ids(MODEL_KIND.get(kind, kind))
             return waiting.index(task_id) if task_id in waiting else None
 
-    def snapshot(self, kind: str) -> tuple[list[str], list[str]]:
-        """(waiting ids in order, running ids) for one model kind."""
+    def snapshot(self, kind: str) -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
+        """(waiting tasks in order, running tasks) of one model kind, each as (id, key id)."""
         with self._cond:
-            running = [tid for tid, h in self.held.items() if h.runs and MODEL_KIND[h.record.kind] == kind]
-            return self._waiting_ids(kind), running
+            running = [(tid, h.record.key_id) for tid, h in self.held.items()
+                       if h.runs and MODEL_KIND[h.record.kind] == kind]
+            owners = {item.task_id: item.key_id for item in self.queues[kind]}
+            return [(tid, owners.get(tid)) for tid in self._waiting_ids(kind)], running
 
     def queue_depth(self, kind: str) -> int:
         with self._cond:
@@ -203,7 +216,8 @@ class Dispatcher:
         self._settled.intersection_update(ids)  # forget deleted tasks
         with self._cond:
             # Queued here already: claimed when their turn comes, and not read before.
-            known = set(self.held).union(item.task_id for queue in self.queues.values() for item in queue)
+            known = set(self.held).union(self._claiming,
+                                         (item.task_id for queue in self.queues.values() for item in queue))
         for task_id in ids:
             if task_id in known or task_id in self._settled:
                 continue
@@ -214,7 +228,11 @@ class Dispatcher:
                     continue
                 if meta.status not in _WAITING:
                     continue
-                if meta.owner and meta.lease_until and meta.lease_until.timestamp() > time.time():
+                # A task this gateway id holds but this process does not run was held by its previous
+                # process (a restarted container keeps its id): take it back without waiting for the
+                # lease. Another holder's live lease is respected.
+                mine = meta.owner == self.settings.gateway_id
+                if meta.owner and not mine and meta.lease_until and meta.lease_until.timestamp() > time.time():
                     continue
                 rec, _ = self.tasks.get(task_id)
             except TaskNotFound:
@@ -287,8 +305,11 @@ class Dispatcher:
         """Wait for a queued unit and a free slot, claim, and start the unit."""
         queue = self.queues[kind]
         with self._cond:
-            while not queue and not self._stopping.is_set():
-                self._cond.wait(timeout=1.0)
+            while not self._stopping.is_set():
+                wait = self._next_ready(queue)
+                if wait == 0.0:
+                    break
+                self._cond.wait(timeout=min(1.0, wait))
         if self._stopping.is_set():
             return
         replica = self._free_replica(kind)
@@ -297,12 +318,19 @@ class Dispatcher:
                 self._cond.wait(timeout=0.2)
             return
         with self._cond:
-            if not queue:
+            item = next((i for i in queue if i.not_before <= time.monotonic()), None)
+            if item is None:
                 return
-            item = queue.popleft()
+            queue.remove(item)
             held = self.held.get(item.task_id)
+            if held is None:
+                self._claiming.add(item.task_id)
         if held is None:
-            held = self._claim(item.task_id)
+            try:
+                held = self._claim(item.task_id)
+            finally:
+                with self._cond:
+                    self._claiming.discard(item.task_id)
             if held is None:
                 return
         run = Run(record=held.record, replica=replica, stop=threading.Event(), segment=item.unit)
@@ -313,6 +341,20 @@ class Dispatcher:
             held.runs[item.unit] = run
             self._inflight[replica.target] += 1
         self._spawn(self._execute, held, run, name=f"run-{item.task_id[:8]}-{item.unit}")
+
+    @staticmethod
+    def _next_ready(queue: collections.deque) -> float:
+        """0 when a queued unit may run now, else the seconds until the first one may (inf: none queued).
+
+        Units waiting out an outage step aside: the others behind them run meanwhile.
+        """
+        now = time.monotonic()
+        wait = float("inf")
+        for item in queue:
+            if item.not_before <= now:
+                return 0.0
+            wait = min(wait, item.not_before - now)
+        return wait
 
     def _release_slot(self, run: Run) -> None:
         """The unit no longer occupies its replica (idempotent)."""
@@ -361,13 +403,19 @@ class Dispatcher:
             self._fail(held, TaskStatus.CANCELLED if exc.code == "cancelled" else TaskStatus.FAILED, str(exc), exc.code)
         except HandedBack:
             outcome = "retry"
+        except Outage as exc:
+            outcome = "retry"
+            self._wait_out(held, run, str(exc))
         except Retryable as exc:
             outcome = "retry"
             self._retry(held, run, str(exc), counts=exc.counts)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the task PROCESSING
-            log.exception("task %s crashed the pipeline", task_id)
             outcome = "retry"
-            self._retry(held, run, f"{type(exc).__name__}: {exc}")
+            if classify(exc) is Fault.OUTAGE:  # the store, say, down for longer than its own retries
+                self._wait_out(held, run, f"{type(exc).__name__}: {exc}")
+            else:
+                log.exception("task %s crashed the pipeline", task_id)
+                self._retry(held, run, f"{type(exc).__name__}: {exc}")
         finally:
             self._release_slot(run)
             with self._cond:
@@ -378,6 +426,8 @@ class Dispatcher:
                 if outcome != "retry" and not held.runs and (held.failed or run.segment is None or finished_all):
                     self.held.pop(task_id, None)
                 self._cond.notify_all()
+        if outcome == "done":
+            held.outage_since, held.outages = None, 0
         if outcome == "done" and run.segment is None:
             self._count(held, TaskStatus.COMPLETED, "ok")
         if finished_all and run.segment is not None:
@@ -443,34 +493,65 @@ class Dispatcher:
             run.cancel(handback=True)
 
     def _retry(self, held: Held, run: Run, reason: str, counts: bool = True) -> None:
-        """Run the unit again, or fail the task once it has used up its attempts."""
+        """Run the unit again, or fail the task once its own failures used up its attempts."""
         if not counts:
             with self._cond:
                 self._requeue(held, run)
             return
-        attempts = held.record.attempts
         with self._cond:
-            held.record.attempts = attempts + 1
-        if attempts >= self.settings.max_attempts:
-            self._fail(held, TaskStatus.FAILED, f"gave up after {attempts} attempts; last error: {reason}",
+            held.record.failures += 1
+            failures = held.record.failures
+        if failures >= self.settings.max_attempts:
+            self._fail(held, TaskStatus.FAILED, f"gave up after {failures} failed attempts; last error: {reason}",
                        "retries_exhausted")
             return
-        log.warning("task %s: attempt %d failed (%s); queued again", held.record.id, attempts, reason)
+        log.warning("task %s: attempt %d failed (%s); queued again", held.record.id, failures, reason)
 
         def mutate(rec):
             if rec.finished or rec.owner != self.settings.gateway_id:
                 return False
-            rec.attempts = max(rec.attempts, attempts + 1)
+            rec.failures = max(rec.failures, failures)
             rec.message = f"Retrying after an error: {reason}"
 
         self.tasks.update(held.record.id, mutate)
         with self._cond:
             self._requeue(held, run)
 
-    def _requeue(self, held: Held, run: Run) -> None:
+    def _wait_out(self, held: Held, run: Run, reason: str) -> None:
+        """An outage hit the unit: run it again after a backoff, without using one of its attempts;
+        fail the task only once outages kept it from running for `outage_retry_seconds`."""
+        now = time.monotonic()
+        with self._cond:
+            if held.outage_since is None:
+                held.outage_since = now
+            held.outages += 1
+            tries, since = held.outages, held.outage_since
+        if now - since > self.settings.outage_retry_seconds:
+            self._fail(held, TaskStatus.FAILED, f"services unavailable for more than "
+                       f"{self.settings.outage_retry_seconds:g} s; last error: {reason}", "unavailable")
+            return
+        state = RetryCallState(None, None, (), {})
+        state.attempt_number = tries
+        delay = self._outage_wait(state)
+        log.warning("task %s: %s; trying again in %.1f s", held.record.id, reason, delay)
+
+        def mutate(rec):
+            if rec.finished or rec.owner != self.settings.gateway_id:
+                return False
+            rec.message = f"Waiting for a service to come back ({reason})"
+
+        try:
+            self.tasks.update(held.record.id, mutate)
+        except Exception:  # noqa: BLE001 - the store may be the thing that is down
+            log.info("task %s: could not note the outage in its record", held.record.id)
+        with self._cond:
+            self._requeue(held, run, not_before=now + delay)
+
+    def _requeue(self, held: Held, run: Run, not_before: float = 0.0) -> None:
         rec = held.record
         self._insert(self.queues[MODEL_KIND[rec.kind]],
-                     Item(rec.created_at.timestamp(), rec.id, -1 if run.segment is None else run.segment))
+                     Item(rec.created_at.timestamp(), rec.id, -1 if run.segment is None else run.segment,
+                          rec.key_id, not_before))
         self._cond.notify_all()
 
     def _renew_loop(self) -> None:

@@ -19,6 +19,7 @@ from libs.store.client import NotFound, ObjectStore
 from libs.tasks import LeaseLost, TaskRecord, TaskStatus, TaskStore, utcnow
 from services.gateway.cache import remember
 from services.gateway.clients import Clients, Replica
+from services.gateway.faults import Fault, classify
 from services.gateway.keys import ref, task_key
 from services.gateway.settings import GatewaySettings
 from talkserve.common.v1 import common_pb2
@@ -28,10 +29,6 @@ from talkserve.latentsync.v1 import latentsync_pb2
 from talkserve.media.v1 import media_pb2
 
 log = logging.getLogger(__name__)
-
-# gRPC codes after which running the same task again cannot help.
-_PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-              grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE}
 
 ECHOMIMIC_FIELDS = ("width", "height", "length", "seed", "facemask_dilation_ratio", "facecrop_dilation_ratio",
                     "context_frames", "context_overlap", "cfg", "steps", "sample_rate", "fps", "device")
@@ -80,6 +77,28 @@ class Retryable(Exception):
         super().__init__(message)
         # False when the task never started (no free slot after all): not an attempt.
         self.counts = counts
+
+
+class Outage(Retryable):
+    """A service or the store was unreachable: the unit runs again once it is back, and the
+    job keeps its attempts (the dispatcher waits with backoff, for `outage_retry_seconds`)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, counts=False)
+
+
+def failure(exc: BaseException, where: str, peer_alive: Callable[[], bool] | None = None) -> Exception:
+    """The exception a step raises for a failed gRPC call or store operation (see faults.classify)."""
+    fault = classify(exc, peer_alive)
+    if isinstance(exc, grpc.RpcError):
+        if fault is Fault.PERMANENT:
+            return TaskFailed(exc.details() or exc.code().name, error_code_of(exc))
+        detail = f"{where}: {exc.code().name}: {exc.details()}"
+    else:
+        detail = f"{where}: {type(exc).__name__}: {exc}"
+    if fault is Fault.OUTAGE:
+        return Outage(detail)
+    return Retryable(detail, counts=fault is not Fault.BUSY)
 
 
 class HandedBack(Exception):
@@ -164,9 +183,7 @@ class Pipeline:
         try:
             return getattr(self.clients.media, method)(request, timeout=self.settings.rpc_timeout_seconds)
         except grpc.RpcError as err:
-            if err.code() in _PERMANENT:
-                raise TaskFailed(err.details() or str(err.code()), error_code_of(err)) from err
-            raise Retryable(f"media service: {err.code().name}: {err.details()}") from err
+            raise failure(err, "media service", self.clients.media_serving) from err
 
     def _normalise(self, run: Run, source_key: str, dest_key: str) -> float:
         reply = self.media("NormalizeAudio", media_pb2.NormalizeAudioRequest(
@@ -210,11 +227,7 @@ class Pipeline:
                     report(lo + (hi - lo) * p.fraction, p.message or default_message)
         except grpc.RpcError as err:
             run.check()
-            if err.code() in _PERMANENT:
-                raise TaskFailed(err.details() or str(err.code()), error_code_of(err)) from err
-            busy = err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            raise Retryable(f"{run.replica.kind} replica {run.replica.target}: {err.code().name}: {err.details()}",
-                            counts=not busy) from err
+            raise failure(err, f"{run.replica.kind} replica {run.replica.target}", run.replica.serving) from err
         finally:
             run.call = None
         raise Retryable(f"{run.replica.kind} replica {run.replica.target} ended the stream without a result")

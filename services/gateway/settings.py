@@ -31,10 +31,22 @@ class GatewaySettings(BaseSettings):
     latentsync_checkpoints: list[str] = ["checkpoints/unet.ckpt"]
 
     image_max_bytes: int = 10 * MB
+    image_max_pixels: int = Field(25_000_000, description="width x height a portrait may have; checked in "
+                                                          "the header, before the image is decoded")
     audio_max_bytes: int = 50 * MB
     video_max_bytes: int = 500 * MB  # uploads to the native API's redub jobs
     max_queue: int = Field(100, description="waiting tasks per model kind before new ones are refused")
-    max_attempts: int = Field(3, description="runs of a task before it fails for good")
+    max_attempts: int = Field(3, description="runs of a task that may fail through the job's own fault before "
+                                             "it fails for good (outages do not count)")
+    outage_retry_seconds: float = Field(
+        600.0, description="how long a job waits out a service or store outage (retried with backoff, "
+                           "without using an attempt) before it fails with error code 'unavailable'")
+    outage_backoff_max_seconds: float = Field(15.0, description="longest wait between two tries during an outage")
+    store_request_retry_seconds: float = Field(
+        2.0, description="how long a client request retries an unreachable store before it answers 503")
+    max_body_bytes: int = Field(1 * MB, description="largest request body read whole (JSON, urlencoded forms); "
+                                                    "file uploads have their own limits")
+    max_json_depth: int = Field(32, description="deepest nesting of arrays and objects in a JSON body")
     lease_seconds: float = 30.0
     scan_interval_seconds: float = Field(2.0, description="how often the store is scanned for orphaned tasks")
     sweep_interval_seconds: float = Field(600.0, description="how often expired tasks are deleted")
