@@ -1,8 +1,9 @@
 """The EchOfU task kinds (person-model training, person video generation, speech chat) on voice replicas.
 
 Importing this module registers the kinds with the pipeline and the voice replicas' stub
-with the gateway's clients. It also owns where EchOfU's files live in the store: the
-documented `static/...` and `models/...` paths map one to one onto keys under `echofu/`.
+with the gateway's clients. It also owns where EchOfU's files live in the store: each owner
+has a space (`Space`), and the documented `static/...` and `models/...` paths map one to
+one onto keys in the caller's space.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
 import httpx
 
-from libs.grpcutil.errors import error_code_of
 from libs.store.client import AlreadyExists, NotFound, PreconditionFailed
 from libs.tasks import TaskRecord, TaskStatus
 from services.gateway.keys import ref, task_key
-from services.gateway.pipeline import Pipeline, Retryable, Run, TaskFailed, register_kind
+from services.gateway.pipeline import Pipeline, Retryable, Run, TaskFailed, failure, register_kind
 from talkserve.media.v1 import media_pb2
 from talkserve.voice.v1 import voice_pb2
 
@@ -29,7 +31,6 @@ log = logging.getLogger(__name__)
 VOICE_KIND = "voice"
 API = "echofu"
 ROOT = "echofu/"
-INPUT_WAV = ROOT + "static/audios/input.wav"
 INPUT_WAV_DOCUMENTED = "EchOfU/static/audios/input.wav"
 REF_VOICES = "static/voices/ref_voices/"
 RES_VOICES = "static/voices/res_voices/"
@@ -53,26 +54,57 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 # -- store layout ------------------------------------------------------------------------------
 
 
-def static_key(relative: str) -> str:
-    """`static/...` (as documented) -> its object key."""
-    return ROOT + relative
+@dataclass(frozen=True)
+class Space:
+    """One owner's EchOfU files: uploads, person models, voices, speakers, videos, history.
 
+    Every key has a space of its own under `echofu/keys/<key id>/`, so a key can neither see
+    nor name, nor overwrite by reusing an id, what another key made; without keys (the local
+    default) every caller shares the anonymous space, `echofu/` itself. The documented
+    `static/...` and `models/...` paths clients send and receive are relative to the caller's
+    space.
+    """
 
-def model_prefix(model_type: str, model_id: str) -> str:
-    return f"{ROOT}models/{model_type}/{model_id}/"
+    root: str
+
+    @classmethod
+    def of(cls, key_id: str | None) -> "Space":
+        """The space of an API key's id (None: anonymous callers)."""
+        return cls(ROOT if key_id is None else f"{ROOT}keys/{key_id}/")
+
+    def static_key(self, relative: str) -> str:
+        """`static/...` (as documented) -> its object key."""
+        return self.root + relative
+
+    def models_prefix(self, model_type: str) -> str:
+        return f"{self.root}models/{model_type}/"
+
+    def model_prefix(self, model_type: str, model_id: str) -> str:
+        return f"{self.models_prefix(model_type)}{model_id}/"
+
+    @property
+    def speakers_prefix(self) -> str:
+        return f"{self.root}speakers/"
+
+    def speaker_key(self, speaker_id: str) -> str:
+        return f"{self.speakers_prefix}{speaker_id}.json"
+
+    def history_key(self, history_type: str) -> str:
+        return f"{self.root}history/{history_type}.json"
+
+    @property
+    def input_wav(self) -> str:
+        """The chat's recording, `static/audios/input.wav` (one per space: the last one wins)."""
+        return self.static_key("static/audios/input.wav")
+
+    def staging_key(self, suffix: str = "") -> str:
+        """A fresh key for an upload being checked."""
+        return f"{self.root}uploads/{secrets.token_hex(8)}{suffix}"
 
 
 def model_path(model_type: str, model_id: str) -> str:
     """The documented form of a model's path."""
     return f"models/{model_type}/{model_id}"
-
-
-def speaker_key(speaker_id: str) -> str:
-    return f"{ROOT}speakers/{speaker_id}.json"
-
-
-def history_key(history_type: str) -> str:
-    return f"{ROOT}history/{history_type}.json"
 
 
 def valid_id(value: str) -> bool:
@@ -81,14 +113,13 @@ def valid_id(value: str) -> bool:
 
 def new_id(prefix: str) -> str:
     """`prefix_YYYYMMDD_HHMMSS_xxxxxx`: the documented form, unique by its random tail."""
-    import secrets
-
     return f"{prefix}_{datetime.now().strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
 
 
-def append_history(store, history_type: str, entry: dict) -> None:
-    """Add an entry to `history/<type>.json` with compare-and-swap, keeping the newest HISTORY_LIMIT."""
-    key = history_key(history_type)
+def append_history(store, space: Space, history_type: str, entry: dict) -> None:
+    """Add an entry to the space's `history/<type>.json` with compare-and-swap, keeping the newest
+    HISTORY_LIMIT."""
+    key = space.history_key(history_type)
     for _ in range(20):
         try:
             body, _, etag = store.read_json(key)
@@ -107,9 +138,9 @@ def append_history(store, history_type: str, entry: dict) -> None:
     log.warning("could not record %s history entry after 20 tries", history_type)
 
 
-def read_history(store, history_type: str) -> list:
+def read_history(store, space: Space, history_type: str) -> list:
     try:
-        body, _, _ = store.read_json(history_key(history_type))
+        body, _, _ = store.read_json(space.history_key(history_type))
     except NotFound:
         return []
     return body.get("entries") or []
@@ -121,17 +152,11 @@ def now_text() -> str:
 
 # -- steps on a voice replica ------------------------------------------------------------------
 
-_PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-              grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE}
-
-
 def _unary(pipeline: Pipeline, run: Run, method: str, request, timeout: float = 300.0):
     try:
         return getattr(run.replica.model, method)(request, timeout=timeout)
     except grpc.RpcError as err:
-        if err.code() in _PERMANENT:
-            raise TaskFailed(err.details() or err.code().name, error_code_of(err)) from err
-        raise Retryable(f"voice replica {run.replica.target}: {err.code().name}: {err.details()}") from err
+        raise failure(err, f"voice replica {run.replica.target}", run.replica.serving) from err
 
 
 def _language(value: str) -> int:
@@ -159,7 +184,7 @@ def _render_person(pipeline: Pipeline, run: Run, audio_key: str, lo: float, hi: 
         job_id=tid, model_prefix=p["model_prefix"], audio=ref(wav), output=ref(silent)),
         lo, hi, lambda f, m: pipeline.set(tid, f, m))
     pipeline.set(tid, hi, "Adding audio...")
-    out = static_key(p["video_path"])
+    out = Space.of(rec.key_id).static_key(p["video_path"])
     pipeline.media("Mux", media_pb2.MuxRequest(video=ref(silent), audio=ref(audio_key), destination=ref(out)), run)
     return out, result
 
@@ -195,7 +220,7 @@ def run_train(pipeline: Pipeline, run: Run) -> None:
                "has_voice_profile": result.has_voice_profile, "build_seconds": round(result.seconds, 3),
                "files": len(result.files) + 1}
     _finish(pipeline, tid, "模型训练完成", {"model": p["model_prefix"]}, result.engine, summary)
-    append_history(pipeline.store, "model_training", {
+    append_history(pipeline.store, Space.of(rec.key_id), "model_training", {
         "task_id": tid, "time": now_text(), "model_type": p["model_type"], "model_path": p["model_path"],
         "ref_video": p["ref_video"], "epoch": p.get("epoch"), "engine": result.engine, "status": "completed"})
 
@@ -219,7 +244,7 @@ def run_generate(pipeline: Pipeline, run: Run) -> None:
         summary["tts_voice"] = tts.settings.voice
         summary["tts_rate_wpm"] = tts.settings.rate_wpm
     _finish(pipeline, tid, "视频生成成功", {"video": out, **({"speech": audio} if tts else {})}, result.engine, summary)
-    append_history(pipeline.store, "video_generation", {
+    append_history(pipeline.store, Space.of(rec.key_id), "video_generation", {
         "task_id": tid, "time": now_text(), "model_path": p["model_path"], "video_path": p["video_path"],
         "ref_audio": p.get("ref_audio") or None, "target_text": p.get("target_text") or None,
         "speaker_id": p.get("speaker_id") or None, "engine": result.engine, "status": "completed"})
@@ -280,7 +305,7 @@ def run_chat(pipeline: Pipeline, run: Run) -> None:
     state.update({"response": "/" + p["video_path"], "video_path": p["video_path"], "frames": result.frames,
                   "duration_seconds": result.duration_seconds})
     _finish(pipeline, tid, "对话生成成功", {"video": out, "speech": speech}, result.engine, state)
-    append_history(pipeline.store, "chat_system", {
+    append_history(pipeline.store, Space.of(rec.key_id), "chat_system", {
         "task_id": tid, "time": now_text(), "question": state["question"], "answer": state["answer"],
         "video_path": p["video_path"], "model_path": p["model_path"], "engine": result.engine,
         "status": "completed"})

@@ -22,17 +22,21 @@ import urllib.parse
 from datetime import datetime, timezone
 
 import grpc
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from libs.store.client import NotFound
+from libs.store.client import NotFound, StoreUnavailable
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus, TaskExists
 from services.gateway import auth
 from services.gateway import echofu_jobs as J
+from services.gateway.limits import streams_uploads
 from services.gateway.context import Gateway, GatewayDep
 from services.gateway.dispatcher import QueueFull
-from services.gateway.errors import ApiError
+from services.gateway.errors import STORE_RETRY_AFTER, ApiError
+from services.gateway.faults import Fault, classify
 from services.gateway.intake import IntakeError, probe, uploaded_form
 from services.gateway.keys import ref, task_key
 from talkserve.media.v1 import media_pb2
@@ -52,6 +56,15 @@ _RESULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _HISTORY_TYPE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TRUE = {"1", "true", "yes", "on"}
 _round_robin = itertools.count()
+
+
+async def _space() -> J.Space:
+    # async: no thread hop; the caller is known from the API key middleware.
+    return J.Space.of(auth.current_key_id())
+
+
+# The caller's own EchOfU files: every path a client sends or receives is relative to it.
+SpaceDep = Annotated[J.Space, Depends(_space)]
 
 
 # -- answers -------------------------------------------------------------------------------------
@@ -167,10 +180,11 @@ def _file_info(gw: Gateway, key: str, relative: str) -> dict:
     }
 
 
-def _list_folder(gw: Gateway, folder: str, extensions: tuple[str, ...]) -> list[dict]:
+def _list_folder(gw: Gateway, space: J.Space, folder: str, extensions: tuple[str, ...]) -> list[dict]:
     files = []
-    for key in gw.store.list_keys(J.static_key(folder)):
-        name = key[len(J.static_key(folder)):]
+    prefix = space.static_key(folder)
+    for key in gw.store.list_keys(prefix):
+        name = key[len(prefix):]
         if "/" in name or not name.lower().endswith(extensions):
             continue
         try:
@@ -181,18 +195,18 @@ def _list_folder(gw: Gateway, folder: str, extensions: tuple[str, ...]) -> list[
     return files
 
 
-def _free_name(gw: Gateway, folder: str, filename: str) -> str:
-    """`filename`, or `stem_1.ext`, `stem_2.ext`, ... when taken."""
+def _free_name(gw: Gateway, space: J.Space, folder: str, filename: str) -> str:
+    """`filename`, or `stem_1.ext`, `stem_2.ext`, ... when taken (in the caller's space)."""
     stem, ext = posixpath.splitext(filename)
     candidate, n = filename, 0
-    while gw.store.exists(J.static_key(folder + candidate)):
+    while gw.store.exists(space.static_key(folder + candidate)):
         n += 1
         candidate = f"{stem}_{n}{ext}" if n < 50 else f"{stem}_{secrets.token_hex(4)}{ext}"
     return candidate
 
 
-async def _upload(request: Request, gw: Gateway, field: str, extensions: tuple[str, ...], limit: int,
-                  folder: str, kind: int, what: str) -> dict:
+async def _upload(request: Request, gw: Gateway, space: J.Space, field: str, extensions: tuple[str, ...],
+                  limit: int, folder: str, kind: int, what: str) -> dict:
     """Stream one file in, check its name and content, store it under `folder`."""
     try:
         async with uploaded_form(request, {field: limit}, default_limit=limit) as form:
@@ -204,7 +218,7 @@ async def _upload(request: Request, gw: Gateway, field: str, extensions: tuple[s
                 raise _fail(400, f"不支持的文件格式 {ext or '(无扩展名)'}，支持: {', '.join(extensions)}")
             if part.size == 0:
                 raise _fail(400, "文件为空")
-            staging = f"{J.ROOT}uploads/{secrets.token_hex(8)}{ext}"
+            staging = space.staging_key(ext)
             created = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
             meta = {"original-name": urllib.parse.quote(part.filename), "created": created}
             await run_in_threadpool(gw.store.put_file, staging, str(part.path), part.content_type or None, meta)
@@ -214,8 +228,8 @@ async def _upload(request: Request, gw: Gateway, field: str, extensions: tuple[s
         raise _fail(400, exc.message) from exc
     try:
         await probe(gw, staging, kind, what)
-        filename = await run_in_threadpool(_free_name, gw, folder, safe_filename(part.filename, what))
-        await run_in_threadpool(gw.store.copy, staging, J.static_key(folder + filename))
+        filename = await run_in_threadpool(_free_name, gw, space, folder, safe_filename(part.filename, what))
+        await run_in_threadpool(gw.store.copy, staging, space.static_key(folder + filename))
     except IntakeError as exc:
         raise _fail(400 if exc.status < 500 else 500, f"文件无法解码: {exc.message}") from exc
     finally:
@@ -250,16 +264,16 @@ def _profile_dict(msg: voice_pb2.VoiceProfile) -> dict:
     return out
 
 
-def _speaker(gw: Gateway, speaker_id: str) -> dict:
+def _speaker(gw: Gateway, space: J.Space, speaker_id: str) -> dict:
     if not J.valid_id(speaker_id):
         raise _fail(400, f"非法的说话人 ID: {speaker_id}")
     try:
-        return json.loads(gw.store.get_bytes(J.speaker_key(speaker_id)))
+        return json.loads(gw.store.get_bytes(space.speaker_key(speaker_id)))
     except NotFound:
         raise _fail(404, f"说话人特征不存在: {speaker_id}（请先用 /audio_clone 提取）") from None
 
 
-def _model_from_param(gw: Gateway, model_name: str, model_param: str) -> tuple[str, str]:
+def _model_from_param(gw: Gateway, space: J.Space, model_name: str, model_param: str) -> tuple[str, str]:
     """(type, id) of an existing, usable person model named by `models/<type>/<id>`."""
     param = (model_param or "").strip().replace("\\", "/").rstrip("/")
     wanted = _model_type(model_name) if model_name else None
@@ -268,7 +282,7 @@ def _model_from_param(gw: Gateway, model_name: str, model_param: str) -> tuple[s
     if not param:
         if wanted in J.UNAVAILABLE_TYPES:
             raise _fail(400, f"{wanted} 不可用: {J.UNAVAILABLE_TYPES[wanted]}")
-        latest = _latest_model(gw)
+        latest = _latest_model(gw, space)
         if latest is None:
             raise _fail(400, "缺少 model_param，且没有已训练的模型：请先调用 /model_training")
         return J.BUILTIN_TYPE, latest
@@ -283,20 +297,20 @@ def _model_from_param(gw: Gateway, model_name: str, model_param: str) -> tuple[s
         raise _fail(400, f"不支持的模型类型: {parts[i + 1]}（支持: {', '.join(J.MODEL_TYPES)}）")
     if mtype in J.UNAVAILABLE_TYPES:
         raise _fail(400, f"{mtype} 不可用: {J.UNAVAILABLE_TYPES[mtype]}")
-    if not J.valid_id(mid) or not gw.store.exists(J.model_prefix(mtype, mid) + "model.json"):
+    if not J.valid_id(mid) or not gw.store.exists(space.model_prefix(mtype, mid) + "model.json"):
         raise _fail(404, f"模型不存在: {J.model_path(mtype, mid)}")
     return mtype, mid
 
 
-def _latest_model(gw: Gateway) -> str | None:
-    models = [m for m in _list_models(gw) if m["type"] == J.BUILTIN_TYPE]
+def _latest_model(gw: Gateway, space: J.Space) -> str | None:
+    models = [m for m in _list_models(gw, space) if m["type"] == J.BUILTIN_TYPE]
     return max(models, key=lambda m: m["created_time"])["name"] if models else None
 
 
-def _list_models(gw: Gateway) -> list[dict]:
+def _list_models(gw: Gateway, space: J.Space) -> list[dict]:
     out = []
     for mtype in J.MODEL_TYPES:
-        prefix = f"{J.ROOT}models/{mtype}/"
+        prefix = space.models_prefix(mtype)
         groups: dict[str, list[str]] = {}
         for key in gw.store.list_keys(prefix):
             rest = key[len(prefix):]
@@ -394,11 +408,11 @@ def _task_status(gw: Gateway, task_id: str) -> dict:
 # -- 1-4: uploads and lists ----------------------------------------------------------------------
 
 
-async def _upload_documented(request: Request, gw: Gateway, field: str, extensions, max_bytes: int, folder: str,
-                             kind: int, failed: str, done: str) -> JSONResponse:
+async def _upload_documented(request: Request, gw: Gateway, space: J.Space, field: str, extensions,
+                             max_bytes: int, folder: str, kind: int, failed: str, done: str) -> JSONResponse:
     """An upload endpoint's answer, with its documented message prefix on a server error."""
     try:
-        stored = await _upload(request, gw, field, extensions, max_bytes, folder, kind, field)
+        stored = await _upload(request, gw, space, field, extensions, max_bytes, folder, kind, field)
     except ApiError as exc:
         if exc.status >= 500:
             exc.body["message"] = failed + exc.body["message"]
@@ -406,10 +420,13 @@ async def _upload_documented(request: Request, gw: Gateway, field: str, extensio
     return _ok(message=done, **stored)
 
 
-def _listing(gw: Gateway, folder: str, extensions) -> JSONResponse:
+def _listing(gw: Gateway, space: J.Space, folder: str, extensions) -> JSONResponse:
     """A folder listing in the documented shape; on failure the lists are there, empty."""
     try:
-        files = _list_folder(gw, folder, extensions)
+        files = _list_folder(gw, space, folder, extensions)
+    except StoreUnavailable:
+        return JSONResponse({"status": "error", "message": "存储暂不可用，请稍后重试", "files": [], "total_count": 0},
+                            503, headers={"Retry-After": STORE_RETRY_AFTER})
     except Exception as exc:  # noqa: BLE001 - the documented error shape carries empty lists
         log.exception("listing %s failed", folder)
         return JSONResponse({"status": "error", "message": str(exc), "files": [], "total_count": 0}, 500)
@@ -417,38 +434,40 @@ def _listing(gw: Gateway, folder: str, extensions) -> JSONResponse:
 
 
 @router.post("/api/upload-reference-audio")
-async def upload_reference_audio(request: Request, gw: GatewayDep):
+@streams_uploads
+async def upload_reference_audio(request: Request, gw: GatewayDep, space: SpaceDep):
     """Upload a reference recording (wav, mp3, m4a, flac, ogg) to static/voices/ref_voices/."""
-    return await _upload_documented(request, gw, "audio", AUDIO_EXTENSIONS, gw.settings.audio_max_bytes,
+    return await _upload_documented(request, gw, space, "audio", AUDIO_EXTENSIONS, gw.settings.audio_max_bytes,
                                     J.REF_VOICES, media_pb2.MEDIA_KIND_AUDIO, "音频上传失败: ", "音频上传成功")
 
 
 @router.get("/api/reference-audios")
-def reference_audios(gw: GatewayDep):
+def reference_audios(gw: GatewayDep, space: SpaceDep):
     """Reference recordings, newest first."""
-    return _listing(gw, J.REF_VOICES, AUDIO_EXTENSIONS)
+    return _listing(gw, space, J.REF_VOICES, AUDIO_EXTENSIONS)
 
 
 @router.post("/api/upload-training-video")
-async def upload_training_video(request: Request, gw: GatewayDep):
+@streams_uploads
+async def upload_training_video(request: Request, gw: GatewayDep, space: SpaceDep):
     """Upload a training video (mp4, avi, mov, mkv, flv, webm; at most 200 MB) to static/videos/ref_videos/."""
-    return await _upload_documented(request, gw, "video", VIDEO_EXTENSIONS, gw.settings.echofu_video_max_bytes,
+    return await _upload_documented(request, gw, space, "video", VIDEO_EXTENSIONS, gw.settings.echofu_video_max_bytes,
                                     J.REF_VIDEOS, media_pb2.MEDIA_KIND_VIDEO, "视频上传失败: ", "视频上传成功")
 
 
 @router.get("/api/training-videos")
-def training_videos(gw: GatewayDep):
+def training_videos(gw: GatewayDep, space: SpaceDep):
     """Training videos, newest first."""
-    return _listing(gw, J.REF_VIDEOS, VIDEO_EXTENSIONS)
+    return _listing(gw, space, J.REF_VIDEOS, VIDEO_EXTENSIONS)
 
 
 # -- 5-7: models and speakers --------------------------------------------------------------------
 
 
 @router.get("/api/available-models")
-def available_models(gw: GatewayDep):
+def available_models(gw: GatewayDep, space: SpaceDep):
     """Person models in the store, and which model types this server can train and run."""
-    models = _list_models(gw)
+    models = _list_models(gw, space)
     types = [{"type": J.BUILTIN_TYPE, "available": True, "engine": "talkface-person-1",
               "description": "Video Rewrite 口型图集：从人物视频中索引真实口型，按新语音的口型重配视频"}]
     types += [{"type": t, "available": False, "reason": reason} for t, reason in J.UNAVAILABLE_TYPES.items()]
@@ -456,15 +475,15 @@ def available_models(gw: GatewayDep):
 
 
 @router.get("/api/model-details/{model_type}/{model_name}")
-def model_details(model_type: str, model_name: str, gw: GatewayDep):
+def model_details(model_type: str, model_name: str, gw: GatewayDep, space: SpaceDep):
     """Files of one model (or of a whole model type with `root`)."""
     mtype = _model_type(model_type)
     if mtype is None:
         raise _fail(400, f"不支持的模型类型: {model_type}（支持: {', '.join(J.MODEL_TYPES)}）")
     if model_name == "root":
-        prefix, path = f"{J.ROOT}models/{mtype}/", f"models/{mtype}"
+        prefix, path = space.models_prefix(mtype), f"models/{mtype}"
     elif J.valid_id(model_name):
-        prefix, path = J.model_prefix(mtype, model_name), J.model_path(mtype, model_name)
+        prefix, path = space.model_prefix(mtype, model_name), J.model_path(mtype, model_name)
     else:
         raise _fail(400, f"非法的模型名: {model_name}")
     files = []
@@ -485,11 +504,10 @@ def model_details(model_type: str, model_name: str, gw: GatewayDep):
 
 
 @router.get("/api/cloned-audios")
-def cloned_audios(gw: GatewayDep):
+def cloned_audios(gw: GatewayDep, space: SpaceDep):
     """Speakers whose voice profile was extracted by /audio_clone."""
     audios = []
-    prefix = f"{J.ROOT}speakers/"
-    for key in gw.store.list_keys(prefix):
+    for key in gw.store.list_keys(space.speakers_prefix):
         try:
             spk = json.loads(gw.store.get_bytes(key))
         except (NotFound, ValueError):
@@ -507,10 +525,11 @@ def cloned_audios(gw: GatewayDep):
 
 
 @router.post("/save_audio")
-async def save_audio(request: Request, gw: GatewayDep):
+@streams_uploads
+async def save_audio(request: Request, gw: GatewayDep, space: SpaceDep):
     """Save the browser's recording (any common audio format) as the chat's input.wav (16 kHz mono)."""
     limit = gw.settings.audio_max_bytes
-    staging = f"{J.ROOT}uploads/{secrets.token_hex(8)}"
+    staging = space.staging_key()
     try:
         async with uploaded_form(request, {"audio": limit}, default_limit=limit) as form:
             part = form.file("audio")
@@ -521,10 +540,14 @@ async def save_audio(request: Request, gw: GatewayDep):
         raise _fail(400, f"文件过大，最大 {limit // MB}MB" if exc.status == 413 else exc.message) from exc
     try:
         await run_in_threadpool(gw.clients.media.NormalizeAudio, media_pb2.NormalizeAudioRequest(
-            source=ref(staging), destination=ref(J.INPUT_WAV), max_seconds=300), timeout=120)
+            source=ref(staging), destination=ref(space.input_wav), max_seconds=300), timeout=120,
+            wait_for_ready=True)
     except grpc.RpcError as err:
         if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
             raise _fail(400, f"音频无法解码: {err.details()}") from err
+        if classify(err) is Fault.OUTAGE:
+            raise ApiError(503, {"status": "error", "message": f"音频保存失败: 媒体服务暂不可用 ({err.code().name})"},
+                           {"Retry-After": "10"}) from err
         raise _fail(500, f"音频保存失败: {err.code().name}") from err
     finally:
         await run_in_threadpool(gw.store.delete, staging)
@@ -534,16 +557,16 @@ async def save_audio(request: Request, gw: GatewayDep):
 # -- 9-10: person models -------------------------------------------------------------------------
 
 
-def _voice_params(gw: Gateway, fields: dict, model: tuple[str, str] | None) -> dict:
+def _voice_params(gw: Gateway, space: J.Space, fields: dict, model: tuple[str, str] | None) -> dict:
     """The voice a text is spoken in: a speaker's profile, else the person model's own voice."""
     params: dict = {"pitch_semitones": _number(fields, "pitch", -12, 12, 0.0)}
     speaker_id = (fields.get("speaker_id") or "").strip()
     if speaker_id:
-        params["profile"] = _speaker(gw, speaker_id)["profile"]
+        params["profile"] = _speaker(gw, space, speaker_id)["profile"]
         params["voice_source"] = f"speaker:{speaker_id}"
     elif model is not None:
         try:
-            params["profile"] = json.loads(gw.store.get_bytes(J.model_prefix(*model) + "voice_profile.json"))
+            params["profile"] = json.loads(gw.store.get_bytes(space.model_prefix(*model) + "voice_profile.json"))
             params["voice_source"] = "person_model"
         except (NotFound, ValueError):
             params["voice_source"] = "default"
@@ -551,12 +574,13 @@ def _voice_params(gw: Gateway, fields: dict, model: tuple[str, str] | None) -> d
 
 
 @router.post("/video_generation")
-async def video_generation(request: Request, gw: GatewayDep):
+async def video_generation(request: Request, gw: GatewayDep, space: SpaceDep):
     """Make the person of a model say a reference audio or a text (spoken by espeak-ng first)."""
     fields = await _fields(request)
-    model = await run_in_threadpool(_model_from_param, gw, fields.get("model_name", ""), fields.get("model_param", ""))
+    model = await run_in_threadpool(_model_from_param, gw, space, fields.get("model_name", ""),
+                                    fields.get("model_param", ""))
     text = (fields.get("target_text") or "").strip()
-    params = {"model_type": model[0], "model_id": model[1], "model_prefix": J.model_prefix(*model),
+    params = {"model_type": model[0], "model_id": model[1], "model_prefix": space.model_prefix(*model),
               "model_path": J.model_path(*model), "gpu_choice": fields.get("gpu_choice", ""),
               "speaker_id": fields.get("speaker_id", ""), "model_name": fields.get("model_name", "")}
     inputs = {}
@@ -564,13 +588,13 @@ async def video_generation(request: Request, gw: GatewayDep):
         if len(text) > 2000:
             raise _fail(400, "target_text 过长（最多 2000 字）")
         params["target_text"] = text
-        params.update(await run_in_threadpool(_voice_params, gw, fields, model))
+        params.update(await run_in_threadpool(_voice_params, gw, space, fields, model))
     elif (fields.get("ref_audio") or "").strip():
         rel = _relative(fields["ref_audio"], (J.REF_VOICES, J.RES_VOICES, "static/audios/"), J.REF_VOICES)
-        if not await run_in_threadpool(gw.store.exists, J.static_key(rel)):
+        if not await run_in_threadpool(gw.store.exists, space.static_key(rel)):
             raise _fail(404, f"参考音频不存在: {rel}")
         params["ref_audio"] = rel
-        inputs["audio"] = J.static_key(rel)
+        inputs["audio"] = space.static_key(rel)
     else:
         raise _fail(400, "需要 ref_audio 或 target_text")
     task_id = J.new_id("gen")
@@ -605,7 +629,7 @@ def _custom_params(text: str) -> tuple[dict, dict]:
 
 
 @router.post("/model_training")
-async def model_training(request: Request, gw: GatewayDep):
+async def model_training(request: Request, gw: GatewayDep, space: SpaceDep):
     """Start building a person model from a training video; answers at once with the task id."""
     fields = await _fields(request)
     choice = (fields.get("model_choice") or "").strip()
@@ -617,16 +641,16 @@ async def model_training(request: Request, gw: GatewayDep):
     if not (fields.get("ref_video") or "").strip():
         raise _fail(400, "缺少 ref_video")
     rel = _relative(fields["ref_video"], (J.REF_VIDEOS,), J.REF_VIDEOS)
-    if not await run_in_threadpool(gw.store.exists, J.static_key(rel)):
+    if not await run_in_threadpool(gw.store.exists, space.static_key(rel)):
         raise _fail(404, f"训练视频不存在: {rel}")
     epoch = _number(fields, "epoch", 1, 1_000_000, None, integer=True)
     given, used = _custom_params(fields.get("custom_params", ""))
     task_id = J.new_id("train")
-    params = {"model_type": mtype, "model_id": task_id, "model_prefix": J.model_prefix(mtype, task_id),
+    params = {"model_type": mtype, "model_id": task_id, "model_prefix": space.model_prefix(mtype, task_id),
               "model_path": J.model_path(mtype, task_id), "ref_video": rel, "epoch": epoch,
               "gpu_choice": fields.get("gpu_choice", ""), "custom_params": given, "engine_params": used}
     record = TaskRecord(id=task_id, kind="person_train", api=J.API, status=TaskStatus.PENDING,
-                        message="Task queued", params=params, inputs={"video": J.static_key(rel)},
+                        message="Task queued", params=params, inputs={"video": space.static_key(rel)},
                         key_id=auth.current_key_id())
     await _submit(gw, record)
     return _ok(message="模型训练开始", task_id=task_id, model_path=params["model_path"], engine="talkface-person-1",
@@ -649,29 +673,29 @@ def task_status(task_id: str, gw: GatewayDep):
 
 
 @router.post("/audio_clone")
-async def audio_clone(request: Request, gw: GatewayDep):
+async def audio_clone(request: Request, gw: GatewayDep, space: SpaceDep):
     """Extract a speaker's voice profile (clone mode) or speak a text with one (generate mode)."""
     fields = await _fields(request)
     text = (fields.get("generate_text") or "").strip()
     if text:
-        return await _generate_speech(gw, fields, text)
+        return await _generate_speech(gw, space, fields, text)
     source = (fields.get("original_audio_path") or "").strip()
     if not source:
         raise _fail(400, "需要 original_audio_path（克隆模式）或 generate_text（生成模式）")
     rel = _relative(source, (J.REF_VOICES, J.RES_VOICES, "static/audios/"), J.REF_VOICES)
-    if not await run_in_threadpool(gw.store.exists, J.static_key(rel)):
+    if not await run_in_threadpool(gw.store.exists, space.static_key(rel)):
         raise _fail(404, f"参考音频不存在: {rel}")
     speaker_id = (fields.get("target_audio_id") or "").strip() or safe_filename(rel.rsplit("/", 1)[-1], "spk").rsplit(".", 1)[0]
     if not J.valid_id(speaker_id):
         raise _fail(400, f"非法的 target_audio_id: {speaker_id}（只允许字母、数字、- 和 _）")
     reply = await run_in_threadpool(_voice_call, gw, "ExtractProfile",
-                                    voice_pb2.ExtractProfileRequest(audio=ref(J.static_key(rel))))
+                                    voice_pb2.ExtractProfileRequest(audio=ref(space.static_key(rel))))
     profile = _profile_dict(reply.profile)
     speaker = {"id": speaker_id, "name": speaker_id, "created_at": J.now_text(), "reference_audio": rel,
                "status": "已提取特征", "engine": reply.engine, "profile": profile}
-    await run_in_threadpool(gw.store.put_bytes, J.speaker_key(speaker_id),
+    await run_in_threadpool(gw.store.put_bytes, space.speaker_key(speaker_id),
                             json.dumps(speaker, ensure_ascii=False).encode(), "application/json")
-    await run_in_threadpool(J.append_history, gw.store, "audio_clone", {
+    await run_in_threadpool(J.append_history, gw.store, space, "audio_clone", {
         "time": speaker["created_at"], "mode": "clone", "speaker_id": speaker_id, "reference_audio": rel,
         "engine": reply.engine})
     return _ok(message="说话人特征提取完成，可以用于后续音频生成", speaker_id=speaker_id, engine=reply.engine,
@@ -679,21 +703,21 @@ async def audio_clone(request: Request, gw: GatewayDep):
                                                 "spectral_tilt_db_per_octave")})
 
 
-async def _generate_speech(gw: Gateway, fields: dict, text: str) -> dict:
+async def _generate_speech(gw: Gateway, space: J.Space, fields: dict, text: str) -> dict:
     if len(text) > 2000:
         raise _fail(400, "generate_text 过长（最多 2000 字）")
     speaker_id = (fields.get("audio_id") or "").strip()
     request = voice_pb2.SynthesizeRequest(text=text, pitch_semitones=_number(fields, "pitch", -12, 12, 0.0))
     if speaker_id:
-        spk = await run_in_threadpool(_speaker, gw, speaker_id)
+        spk = await run_in_threadpool(_speaker, gw, space, speaker_id)
         request.profile.CopyFrom(voice_pb2.VoiceProfile(**spk["profile"]))
     name = (fields.get("gen_audio_id") or "").strip()
     stem = safe_filename(name, "tts").rsplit(".", 1)[0] if name else f"{speaker_id or 'tts'}_{J.new_id('gen')}"
-    filename = await run_in_threadpool(_free_name, gw, J.RES_VOICES, f"{stem}.wav")
+    filename = await run_in_threadpool(_free_name, gw, space, J.RES_VOICES, f"{stem}.wav")
     rel = J.RES_VOICES + filename
-    request.output.CopyFrom(ref(J.static_key(rel)))
+    request.output.CopyFrom(ref(space.static_key(rel)))
     reply = await run_in_threadpool(_voice_call, gw, "Synthesize", request)
-    await run_in_threadpool(J.append_history, gw.store, "audio_clone", {
+    await run_in_threadpool(J.append_history, gw.store, space, "audio_clone", {
         "time": J.now_text(), "mode": "generate", "speaker_id": speaker_id or None, "text": text,
         "cloned_audio_path": rel, "engine": reply.engine, "voice": reply.settings.voice})
     return _ok(message="音频生成成功", cloned_audio_path=rel, engine=reply.engine,
@@ -706,28 +730,29 @@ async def _generate_speech(gw: Gateway, fields: dict, text: str) -> dict:
 
 
 @router.post("/chat_system")
-async def chat_system(request: Request, gw: GatewayDep):
+async def chat_system(request: Request, gw: GatewayDep, space: SpaceDep):
     """Recognise the saved question, ask the chat model, and answer with a talking video."""
     s = gw.settings
     if not s.llm_base_url or not s.llm_model:
         raise _fail(503, "未配置对话模型：请设置 TALKSERVE_GATEWAY_LLM_BASE_URL（OpenAI 兼容接口，例如 "
                          "https://api.openai.com/v1）、TALKSERVE_GATEWAY_LLM_MODEL 和 TALKSERVE_GATEWAY_LLM_API_KEY")
     fields = await _fields(request)
-    if not await run_in_threadpool(gw.store.exists, J.INPUT_WAV):
+    if not await run_in_threadpool(gw.store.exists, space.input_wav):
         raise _fail(400, "没有找到录音：请先调用 /save_audio 上传问题录音")
-    model = await run_in_threadpool(_model_from_param, gw, fields.get("model_name", ""), fields.get("model_param", ""))
+    model = await run_in_threadpool(_model_from_param, gw, space, fields.get("model_name", ""),
+                                    fields.get("model_param", ""))
     voice_fields = dict(fields)
     clone = (fields.get("voice_clone") or "").strip()
     if not voice_fields.get("speaker_id") and clone and clone.lower() not in _TRUE | {"0", "false", "no", "off"}:
         voice_fields["speaker_id"] = clone  # a speaker id given in voice_clone
     task_id = J.new_id("chat")
-    params = {"model_type": model[0], "model_id": model[1], "model_prefix": J.model_prefix(*model),
+    params = {"model_type": model[0], "model_id": model[1], "model_prefix": space.model_prefix(*model),
               "model_path": J.model_path(*model), "api_choice": fields.get("api_choice", ""),
               "voice_clone": clone, "video_path": f"{J.RES_VIDEOS}chat_{task_id}.mp4",
-              **await run_in_threadpool(_voice_params, gw, voice_fields, model)}
+              **await run_in_threadpool(_voice_params, gw, space, voice_fields, model)}
     # The task keeps its own copy: a new recording must not change a question being answered.
     question = task_key(task_id, "inputs", "question.wav")
-    await run_in_threadpool(gw.store.copy, J.INPUT_WAV, question)
+    await run_in_threadpool(gw.store.copy, space.input_wav, question)
     record = TaskRecord(id=task_id, kind="chat", api=J.API, status=TaskStatus.PENDING, message="Task queued",
                         params=params, inputs={"question": question}, key_id=auth.current_key_id())
     await _submit(gw, record)
@@ -802,11 +827,11 @@ async def status():
 
 
 @router.get("/api/history/{history_type}")
-def history(history_type: str, gw: GatewayDep):
+def history(history_type: str, gw: GatewayDep, space: SpaceDep):
     """The history list of one kind (video_generation, model_training, audio_clone, chat_system); [] when none."""
     if not _HISTORY_TYPE.match(history_type):
         raise _fail(400, f"非法的历史类型: {history_type}")
-    return J.read_history(gw.store, history_type)
+    return J.read_history(gw.store, space, history_type)
 
 
 def _stream(gw: Gateway, key: str, media_type: str, request: Request, missing: str):
@@ -849,7 +874,7 @@ def _result_path(path: str, folders: dict[str, str], default: str | None) -> str
 
 
 @router.get("/video/{filename:path}")
-def video(filename: str, request: Request, gw: GatewayDep):
+def video(filename: str, request: Request, gw: GatewayDep, space: SpaceDep):
     """A generated video: `/video/<name>.mp4` or `/video/static/videos/res_videos/<name>.mp4`."""
     try:
         rel = _result_path(filename, {J.RES_VIDEOS: "video/mp4"}, J.RES_VIDEOS)
@@ -857,12 +882,12 @@ def video(filename: str, request: Request, gw: GatewayDep):
         if exc.status == 404:
             exc.body["message"] = "视频文件不存在"
         raise
-    return _stream(gw, J.static_key(rel), "video/mp4", request, "视频文件不存在")
+    return _stream(gw, space.static_key(rel), "video/mp4", request, "视频文件不存在")
 
 
 @router.get("/static/{path:path}")
-def static(path: str, request: Request, gw: GatewayDep):
+def static(path: str, request: Request, gw: GatewayDep, space: SpaceDep):
     """Results under static/videos/res_videos/ and static/voices/res_voices/ (nothing else is served)."""
     folders = {J.RES_VIDEOS[len("static/"):]: "video/mp4", J.RES_VOICES[len("static/"):]: "audio/wav"}
     rel = _result_path(path, folders, None)
-    return _stream(gw, J.static_key("static/" + rel), folders[rel.rsplit("/", 1)[0] + "/"], request, "文件不存在")
+    return _stream(gw, space.static_key("static/" + rel), folders[rel.rsplit("/", 1)[0] + "/"], request, "文件不存在")
