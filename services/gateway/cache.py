@@ -2,7 +2,8 @@
 
 An entry `cache/<api>/<key>.json` names the task that made the result. A hit makes a new,
 already COMPLETED task whose outputs are copies, so it downloads with its own id and lives
-its own retention time.
+its own retention time. The work is shared across API keys, never the source: the new task
+belongs to the caller and nothing in it (message, parameters) names the task it came from.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def remember(store, record: TaskRecord) -> None:
 
 
 def serve_from_cache(gw, key: str, task_id: str, api: str, params: dict,
-                     inputs: dict[str, str]) -> TaskRecord | None:
-    """Create `task_id` as a finished copy of the cached result, or return None on a miss."""
+                     inputs: dict[str, str], key_id: str | None) -> TaskRecord | None:
+    """Create `task_id`, owned by `key_id`, as a finished copy of the cached result, or return None
+    on a miss."""
     try:
         source_id = json.loads(gw.store.get_bytes(_entry(api, key)))["task_id"]
         source, _ = gw.tasks.get(source_id)
@@ -57,9 +59,9 @@ def serve_from_cache(gw, key: str, task_id: str, api: str, params: dict,
         return None
     record = TaskRecord(
         id=task_id, kind=source.kind, api=api, status=TaskStatus.COMPLETED, progress=1.0,
-        message=f"Video generated successfully (served from the result of task {source_id})",
-        params=params | {"cache_key": key, "cached_from": source_id}, inputs=inputs, outputs=outputs,
-        engine=source.engine, result=source.result,
+        message="Video generated successfully (served from the result of an identical request)",
+        params=params | {"cache_key": key, "cached": True}, inputs=inputs, outputs=outputs,
+        engine=source.engine, result=source.result, key_id=key_id,
     )
     gw.tasks.create(record)
     log.info("task %s served from the cached result of %s", task_id, source_id)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import secrets
 import uuid
 from typing import Optional
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
@@ -21,6 +20,7 @@ from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
 from services.gateway.responses import stream_result
+from services.gateway.validation import Float, HttpUrl, Int
 
 router = APIRouter(tags=["LatentSync"])
 
@@ -28,28 +28,19 @@ STATUS = {TaskStatus.PENDING: "queued", TaskStatus.PROCESSING: "processing", Tas
           TaskStatus.FAILED: "failed", TaskStatus.CANCELLED: "failed"}
 
 
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http or https URL")
-    return value
-
-
 class SyncRequest(BaseModel):
     """Body of POST /sync."""
 
-    video_url: str = Field(max_length=4096, description="http(s) URL of the video to lip-sync")
-    audio_url: str = Field(max_length=4096, description="http(s) URL of the new speech")
+    video_url: HttpUrl = Field(max_length=4096, description="http(s) URL of the video to lip-sync")
+    audio_url: HttpUrl = Field(max_length=4096, description="http(s) URL of the new speech")
     inference_ckpt_path: Optional[str] = Field(None, max_length=512,
                                                description="name of a checkpoint the server is configured with")
-    inference_steps: int = Field(20, ge=1, le=100, description="diffusion steps (recorded)")
-    guidance_scale: float = Field(1.0, ge=0.0, le=20.0, description="guidance scale (recorded)")
-    seed: Optional[int] = Field(None, ge=0, le=2**31 - 1, description="random seed; default: random")
+    inference_steps: Int = Field(20, ge=1, le=100, description="diffusion steps (recorded)")
+    guidance_scale: Float = Field(1.0, ge=0.0, le=20.0, description="guidance scale (recorded)")
+    seed: Optional[Int] = Field(None, ge=0, le=2**31 - 1, description="random seed; default: random")
 
     model_config = {"json_schema_extra": {"examples": [{
         "video_url": "https://example.com/video.mp4", "audio_url": "https://example.com/audio.wav"}]}}
-
-    _check_urls = field_validator("video_url", "audio_url")(_http_url)
 
 
 class SyncResponse(BaseModel):
@@ -65,10 +56,15 @@ class QueuedTask(BaseModel):
 
 
 class QueueResponse(BaseModel):
-    queue_length: int
-    is_processing: bool
-    processing_tasks: list[str]
-    queued_tasks: list[QueuedTask]
+    """The lip-sync queue as the caller may see it: their own task ids, everyone's counts."""
+
+    queue_length: int = Field(description="tasks waiting, of every client")
+    is_processing: bool = Field(description="whether any task is running")
+    processing_tasks: list[str] = Field(description="the caller's running tasks")
+    queued_tasks: list[QueuedTask] = Field(description="the caller's waiting tasks, with their place in the "
+                                                       "whole queue (0-based)")
+    others_processing: int = Field(0, description="running tasks of other clients (their ids are not shown)")
+    others_queued: int = Field(0, description="waiting tasks of other clients (their ids are not shown)")
 
 
 @router.post("/sync", response_model=SyncResponse)
@@ -125,11 +121,15 @@ def latentsync_status(gw, rec: TaskRecord) -> dict:
 
 
 @router.get("/queue", response_model=QueueResponse)
-def queue(gw: GatewayDep) -> QueueResponse:
-    """The lip-sync tasks waiting and running, in order."""
+def queue(gw: GatewayDep, caller: auth.CallerDep) -> QueueResponse:
+    """The lip-sync tasks waiting and running, in order: the caller's by id, the others counted."""
     waiting, running = gw.dispatcher.snapshot("latentsync")
-    return QueueResponse(queue_length=len(waiting), is_processing=bool(running), processing_tasks=running,
-                         queued_tasks=[QueuedTask(task_id=t, position=i) for i, t in enumerate(waiting)])
+    mine_running = [tid for tid, kid in running if kid == caller.key_id]
+    mine_waiting = [QueuedTask(task_id=tid, position=i) for i, (tid, kid) in enumerate(waiting)
+                    if kid == caller.key_id]
+    return QueueResponse(queue_length=len(waiting), is_processing=bool(running), processing_tasks=mine_running,
+                         queued_tasks=mine_waiting, others_processing=len(running) - len(mine_running),
+                         others_queued=len(waiting) - len(mine_waiting))
 
 
 @router.get("/outputs/{task_id}/{name}", responses={200: {"content": {"video/mp4": {}}}})
