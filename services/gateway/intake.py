@@ -20,9 +20,6 @@ from services.gateway.keys import ref, task_key
 from services.gateway.uploads import FilePart, Form, UploadError, read_form
 from talkserve.media.v1 import media_pb2
 
-# A decoded portrait larger than this is refused before it can exhaust memory.
-MAX_IMAGE_PIXELS = 40_000_000
-
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
                  "enum", "too_long", "too_short", "multiple_of", "string_pattern_mismatch"}
 
@@ -55,19 +52,29 @@ async def uploaded_form(request: Request, limits: dict[str, int], default_limit:
         yield form
 
 
-def check_image(part: FilePart, allowed: tuple[str, ...] = ("JPEG", "PNG")) -> ImageInfo:
-    """Decode the whole image: the client's content type and file name are not trusted."""
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+class ImageTooLarge(IntakeError):
+    """The image has more pixels than the limit (its bytes may be few: a PNG of one colour)."""
+
+
+def check_image(part: FilePart, allowed: tuple[str, ...], max_pixels: int) -> ImageInfo:
+    """Decode the whole image: the client's content type and file name are not trusted.
+
+    Blocking (run it on a worker thread). The size comes from the header first, so an image
+    of more than `max_pixels` is refused before a byte of it is decoded.
+    """
     try:
-        with Image.open(part.path) as img:
+        with Image.open(part.path) as img:  # reads the header only
             fmt = img.format or ""
+            width, height = img.size
+            if fmt not in allowed:
+                raise IntakeError(400, f"{part.field} is a {fmt or 'unknown'} image; allowed: {', '.join(allowed)}")
+            if width * height > max_pixels:
+                raise ImageTooLarge(400, f"{part.field} is {width}x{height} pixels; at most {max_pixels:,} pixels "
+                                         f"({max_pixels / 1e6:g} megapixels) are accepted")
             img.load()
-            size = img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise IntakeError(400, f"{part.field} is not a readable image ({exc.__class__.__name__})") from exc
-    if fmt not in allowed:
-        raise IntakeError(400, f"{part.field} is a {fmt or 'unknown'} image; allowed: {', '.join(allowed)}")
-    return ImageInfo(fmt, *size)
+    return ImageInfo(fmt, width, height)
 
 
 def parse_params(model: type[BaseModel], values: dict[str, object], range_status: int = 400) -> BaseModel:
@@ -135,7 +142,7 @@ async def accept_upload(request: Request, gw: Gateway, image_field: str, audio_f
             raise IntakeError(400, f"at most {max_audio_files} audio files per request")
         values = {k: form.value(k) for k in params_model.model_fields if form.value(k) not in (None, "")}
         params = parse_params(params_model, values, range_status)
-        check_image(image, image_formats)
+        await run_in_threadpool(check_image, image, image_formats, gw.settings.image_max_pixels)
         parts = {"image": image}
         parts.update({"audio": audios[0]} if max_audio_files == 1 else
                      {f"audio_{i}": part for i, part in enumerate(audios)})

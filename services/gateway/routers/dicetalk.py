@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from libs.talkface.api import EMOTIONS
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
+from services.gateway.limits import streams_uploads
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import dicetalk_error
@@ -19,6 +20,7 @@ from services.gateway import auth, idempotency
 from services.gateway.cache import result_cache_key, serve_from_cache
 from services.gateway.intake import IntakeError, accept_upload
 from services.gateway.responses import stream_result
+from services.gateway.validation import Float, Int
 
 router = APIRouter(tags=["DICE-Talk"])
 
@@ -30,16 +32,16 @@ class SynthesisParams(BaseModel):
     """The form fields of POST /api/v1/synthesis/start, with the documented ranges and defaults."""
 
     emotion: Emotion = Field(description="one of the eight emotions")
-    ref_scale: float = Field(3.0, ge=0.0, le=10.0, description="reference scale (recorded, unused by talkface-1)")
-    emo_scale: float = Field(6.0, ge=0.0, le=10.0, description="emotion intensity")
+    ref_scale: Float = Field(3.0, ge=0.0, le=10.0, description="reference scale (recorded, unused by talkface-1)")
+    emo_scale: Float = Field(6.0, ge=0.0, le=10.0, description="emotion intensity")
     crop: bool = Field(False, description="crop the portrait to the face region")
-    inference_steps: int = Field(20, ge=8, le=50, description="diffusion steps (recorded, unused by talkface-1)")
-    duration: Optional[float] = Field(None, ge=0.1, le=300.0, description="video length in seconds; default: the audio's")
-    fps: int = Field(24, ge=8, le=60, description="frames per second")
-    seed: Optional[int] = Field(None, ge=0, le=2147483647, description="random seed; default: random")
-    dynamic_scale: float = Field(1.0, ge=0.1, le=3.0, description="head-motion scale")
-    min_resolution: int = Field(256, ge=128, le=2048, description="shorter side of the output in pixels")
-    expand_ratio: float = Field(0.5, ge=0.1, le=2.0, description="face-crop expansion")
+    inference_steps: Int = Field(20, ge=8, le=50, description="diffusion steps (recorded, unused by talkface-1)")
+    duration: Optional[Float] = Field(None, ge=0.1, le=300.0, description="video length in seconds; default: the audio's")
+    fps: Int = Field(24, ge=8, le=60, description="frames per second")
+    seed: Optional[Int] = Field(None, ge=0, le=2147483647, description="random seed; default: random")
+    dynamic_scale: Float = Field(1.0, ge=0.1, le=3.0, description="head-motion scale")
+    min_resolution: Int = Field(256, ge=128, le=2048, description="shorter side of the output in pixels")
+    expand_ratio: Float = Field(0.5, ge=0.1, le=2.0, description="face-crop expansion")
 
 
 class StartResponse(BaseModel):
@@ -85,10 +87,11 @@ def _timestamp(value) -> str:
 
 @router.get("/api/health", response_model=HealthResponse)
 def health(gw: GatewayDep) -> HealthResponse:
-    """Service state and whether the DICE-Talk model is loaded on a replica."""
+    """Service state (healthy: the store, the media service and a DICE-Talk replica answer) and
+    whether the DICE-Talk model is loaded on a replica."""
     states = [(r.serving(), r.capacity()) for r in gw.clients.replicas["dicetalk"]]
     loaded = any(up and cap is not None and not cap.draining for up, cap in states)
-    healthy = loaded and gw.clients.media_serving()
+    healthy = loaded and gw.clients.media_serving() and gw.store.ping()
     return HealthResponse(
         status="healthy" if healthy else "unhealthy",
         gpu_available=any(cap is not None and cap.gpu for _, cap in states),
@@ -112,6 +115,7 @@ def _load(gw, task_id: str) -> TaskRecord:
     response_model=StartResponse,
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}},
 )
+@streams_uploads
 async def start(request: Request, gw: GatewayDep) -> StartResponse:
     """Upload a portrait and speech and start a synthesis task."""
     try:
@@ -130,9 +134,8 @@ async def start(request: Request, gw: GatewayDep) -> StartResponse:
         if values["seed"] is None:
             values["seed"] = secrets.randbelow(2**31)
         cached = await run_in_threadpool(serve_from_cache, gw, cache_key, task_id, "dicetalk", values,
-                                         accepted.inputs)
+                                         accepted.inputs, auth.current_key_id())
         if cached is not None:
-            await run_in_threadpool(auth.stamp_owner, gw.tasks, task_id)
             return {"task_id": task_id, "status": "COMPLETED", "message": cached.message}
         record = TaskRecord(id=task_id, kind="dicetalk", api="dicetalk", status=TaskStatus.PENDING,
                             message="Task created successfully", params=values | {"cache_key": cache_key},

@@ -14,11 +14,13 @@ from starlette.concurrency import run_in_threadpool
 
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway import auth, idempotency
+from services.gateway.limits import streams_uploads
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
 from services.gateway.intake import IntakeError, accept_upload
 from services.gateway.responses import stream_result
+from services.gateway.validation import Float, Int
 
 router = APIRouter(tags=["EchoMimic"])
 
@@ -32,18 +34,18 @@ class EchoMimicParams(BaseModel):
     The documents give no ranges; these are the ranges talkserve enforces.
     """
 
-    width: int = Field(512, ge=64, le=2048, multiple_of=8, description="video width (multiple of 8)")
-    height: int = Field(512, ge=64, le=2048, multiple_of=8, description="video height (multiple of 8)")
-    length: int = Field(1200, ge=1, le=36000, description="maximum number of frames")
-    seed: int = Field(420, ge=0, le=2**63 - 1, description="random seed")
-    facemask_dilation_ratio: float = Field(0.1, ge=0.0, le=1.0, description="face-mask dilation (recorded)")
-    facecrop_dilation_ratio: float = Field(0.5, ge=0.0, le=2.0, description="how far the frame reaches around the face")
-    context_frames: int = Field(12, ge=1, le=64, description="diffusion context frames (recorded)")
-    context_overlap: int = Field(3, ge=0, le=63, description="context overlap frames, below context_frames (recorded)")
-    cfg: float = Field(1.0, ge=0.0, le=20.0, description="guidance scale (recorded)")
-    steps: int = Field(6, ge=1, le=100, description="diffusion steps (recorded)")
-    sample_rate: int = Field(16000, ge=8000, le=48000, description="model audio rate (recorded; audio is resampled)")
-    fps: int = Field(24, ge=1, le=60, description="frames per second")
+    width: Int = Field(512, ge=64, le=2048, multiple_of=8, description="video width (multiple of 8)")
+    height: Int = Field(512, ge=64, le=2048, multiple_of=8, description="video height (multiple of 8)")
+    length: Int = Field(1200, ge=1, le=36000, description="maximum number of frames")
+    seed: Int = Field(420, ge=0, le=2**63 - 1, description="random seed")
+    facemask_dilation_ratio: Float = Field(0.1, ge=0.0, le=1.0, description="face-mask dilation (recorded)")
+    facecrop_dilation_ratio: Float = Field(0.5, ge=0.0, le=2.0, description="how far the frame reaches around the face")
+    context_frames: Int = Field(12, ge=1, le=64, description="diffusion context frames (recorded)")
+    context_overlap: Int = Field(3, ge=0, le=63, description="context overlap frames, below context_frames (recorded)")
+    cfg: Float = Field(1.0, ge=0.0, le=20.0, description="guidance scale (recorded)")
+    steps: Int = Field(6, ge=1, le=100, description="diffusion steps (recorded)")
+    sample_rate: Int = Field(16000, ge=8000, le=48000, description="model audio rate (recorded; audio is resampled)")
+    fps: Int = Field(24, ge=1, le=60, description="frames per second")
     device: str = Field("cuda", pattern=r"^(cuda(:\d+)?|cpu)$", description="cuda, cuda:N or cpu (recorded)")
 
     @model_validator(mode="after")
@@ -113,12 +115,14 @@ async def _create(request: Request, gw, kind: str, audio_field: str, model: type
 
 
 @router.post("/generate_video", response_model=CreateResponse, openapi_extra=_SINGLE)
+@streams_uploads
 async def generate_video(request: Request, gw: GatewayDep) -> CreateResponse:
     """Upload a reference image and an audio file and start generating one video."""
     return await _create(request, gw, "echomimic", "audio_file", EchoMimicParams, 1)
 
 
 @router.post("/generate_multi_videos", response_model=CreateResponse, openapi_extra=_MULTI)
+@streams_uploads
 async def generate_multi_videos(request: Request, gw: GatewayDep) -> CreateResponse:
     """Upload a reference image and several audio files: one clip each, optionally joined."""
     return await _create(request, gw, "echomimic_multi", "audio_files", MultiParams, MAX_AUDIO_FILES)

@@ -32,7 +32,7 @@ from typing import Annotated, Any, AsyncIterator, Literal, Optional
 import grpc
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -42,6 +42,7 @@ from libs.store.settings import StoreSettings
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus, utcnow
 from libs.tasks import task_key as record_key
 from services.gateway import auth, events, idempotency
+from services.gateway.limits import streams_uploads
 from services.gateway.context import Gateway, GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.intake import IntakeError, check_image, parse_params, probe, store_input, uploaded_form
@@ -49,8 +50,9 @@ from services.gateway.keys import ref, task_key
 from services.gateway.responses import stream_result
 from services.gateway.routers.dicetalk import SynthesisParams
 from services.gateway.routers.echomimic import IMAGE_FORMATS, EchoMimicParams
-from services.gateway.routers.latentsync import SyncRequest, _http_url
+from services.gateway.routers.latentsync import SyncRequest
 from services.gateway.uploads import FilePart
+from services.gateway.validation import HttpUrl, http_url
 from services.gateway.webhooks import WebhookRefused, Webhooks
 from talkserve.media.v1 import media_pb2
 
@@ -64,10 +66,8 @@ NATIVE_API = "native"
 class RedubParams(SyncRequest):
     """LatentSync's /sync fields; the URLs are optional here because files may be uploaded instead."""
 
-    video_url: Optional[str] = Field(None, max_length=4096, description="http(s) URL of the video to re-dub")
-    audio_url: Optional[str] = Field(None, max_length=4096, description="http(s) URL of the new speech")
-
-    _check_urls = field_validator("video_url", "audio_url")(lambda v: v if v is None else _http_url(v))
+    video_url: Optional[HttpUrl] = Field(None, max_length=4096, description="http(s) URL of the video to re-dub")
+    audio_url: Optional[HttpUrl] = Field(None, max_length=4096, description="http(s) URL of the new speech")
 
 
 @dataclass(frozen=True)
@@ -428,7 +428,7 @@ async def _check_fetched_image(gw: Gateway, key: str, formats: tuple[str, ...]) 
         path = pathlib.Path(tmp) / "image"
         await run_in_threadpool(gw.store.get_file, key, path)
         await run_in_threadpool(check_image, FilePart(field="image_url", filename="", content_type="", path=path),
-                                formats)
+                                formats, gw.settings.image_max_pixels)
 
 
 def _digest(part: FilePart) -> str:
@@ -495,7 +495,7 @@ async def _plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any
             key = task_key(task_id, "inputs", field)
             if isinstance(src, FilePart):
                 if field == "image":
-                    await run_in_threadpool(check_image, src, IMAGE_FORMATS)
+                    await run_in_threadpool(check_image, src, IMAGE_FORMATS, gw.settings.image_max_pixels)
                 digests[field] = await run_in_threadpool(_digest, src)
                 inputs[field] = await store_input(gw, task_id, field, src)
                 if field != "image":
@@ -504,7 +504,7 @@ async def _plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any
                 digests[field] = "url:" + src
             else:
                 try:
-                    _http_url(src)
+                    http_url(src)
                 except ValueError as exc:
                     raise auth.native_error(422, "invalid_input", f"{field}_url {exc}")
                 await _fetch(gw, src, key, field)
@@ -534,6 +534,7 @@ async def _plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any
         503: {"description": "the queue is full; see Retry-After"},
     },
 )
+@streams_uploads
 async def create_job(request: Request, gw: GatewayDep, native: NativeDep) -> JSONResponse:
     """Create a job: upload files (multipart/form-data) or give URLs (either body).
 
@@ -577,10 +578,14 @@ def _encode_cursor(created: datetime, job_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor points after; 400 for anything `_encode_cursor` did not make."""
     try:
         created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(job_id)
-    except (ValueError, TypeError):
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None or not isinstance(job_id, str):
+            raise ValueError("not a cursor of this API")  # it only hands out aware times
+        return when, job_id
+    except (ValueError, TypeError, RecursionError):
         raise auth.native_error(400, "invalid_cursor", "cursor is not one this API handed out")
 
 
