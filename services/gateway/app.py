@@ -18,6 +18,8 @@ from services.gateway.clients import Clients
 from services.gateway.context import Gateway
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import install_handlers
+from services.gateway.limits import RequestLimits
+from services.gateway import openapi
 from services.gateway.pipeline import Pipeline
 from services.gateway.retention import RetentionSweeper
 from services.gateway.metrics import registry_for
@@ -79,10 +81,14 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
             gw.clients.close()
 
     app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan)
-    install_handlers(app)
+    modules = (dicetalk, echomimic, latentsync, tasks, jobs, ops, echofu)
+    install_handlers(app, [module.router for module in modules])
+    # The last added runs first: keys and rate limits before a body is read.
+    app.add_middleware(RequestLimits, settings=settings)
     app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(settings))
     app.mount("/ui", StaticFiles(directory=STATIC), name="ui")
     app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
-    for module in (dicetalk, echomimic, latentsync, tasks, jobs, ops, echofu):
+    for module in modules:
         app.include_router(module.router)
+    openapi.install(app)
     return app

@@ -24,18 +24,17 @@ from typing import Annotated
 
 from fastapi import Depends
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from libs.tasks import TaskRecord
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, error_response
 from services.gateway.settings import GatewaySettings
 
 HASHED_PREFIX = "sha256:"
 
 # Reachable without a key: the web page and its files, the API docs, probes and metrics.
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                          "/api/health", "/metrics", "/livez", "/v1/info"})
+                          "/api/health", "/metrics", "/livez", "/readyz", "/v1/info"})
 PUBLIC_PREFIXES = ("/ui/",)
 
 
@@ -86,13 +85,6 @@ def scoped(namespace: str) -> str:
     return namespace if kid is None else f"{namespace}/{kid}"
 
 
-def stamp_owner(tasks, task_id: str) -> None:
-    """Give a task made on the caller's behalf by shared code (a cache hit) to the caller's key."""
-    kid = current_key_id()
-    if kid is not None:
-        tasks.update(task_id, lambda rec: setattr(rec, "key_id", kid))
-
-
 async def _caller_dep() -> Caller:
     return current_caller()
 
@@ -107,15 +99,6 @@ def native_error(status: int, code: str, message: str, detail: object = None,
     if detail is not None:
         body["detail"] = detail
     return ApiError(status, {"error": body}, headers)
-
-
-def error_body(path: str, code: str, message: str) -> dict:
-    """A refusal in the shape of the API the path belongs to."""
-    if path.startswith("/v1/"):
-        return {"error": {"code": code, "message": message}}
-    if path.startswith("/api/"):
-        return {"error": message}
-    return {"detail": message}
 
 
 class TokenBucket:
@@ -227,21 +210,21 @@ class ApiKeyMiddleware:
         if presented is not None:
             caller = self.keys.identify(presented)
             if caller is None:
-                await JSONResponse(error_body(path, "invalid_api_key", "The API key is not valid."),
-                                   status_code=401, headers=challenge)(scope, receive, send)
+                await error_response(scope, 401, "invalid_api_key", "The API key is not valid.",
+                                     headers=challenge)(scope, receive, send)
                 return
         elif self.keys.required:
-            await JSONResponse(error_body(path, "missing_api_key",
-                                          "An API key is required: send 'Authorization: Bearer <key>'."),
-                               status_code=401, headers=challenge)(scope, receive, send)
+            await error_response(scope, 401, "missing_api_key",
+                                 "An API key is required: send 'Authorization: Bearer <key>'.",
+                                 headers=challenge)(scope, receive, send)
             return
         else:
             caller = ANONYMOUS
         wait = self.keys.throttle(caller, _creates(scope["method"], path))
         if wait:
             seconds = max(1, math.ceil(wait))
-            await JSONResponse(error_body(path, "rate_limited", f"Too many requests; retry in {seconds} s."),
-                               status_code=429, headers={"Retry-After": str(seconds)})(scope, receive, send)
+            await error_response(scope, 429, "rate_limited", f"Too many requests; retry in {seconds} s.",
+                                 headers={"Retry-After": str(seconds)})(scope, receive, send)
             return
         token = _current.set(caller)
         try:

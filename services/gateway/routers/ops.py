@@ -1,12 +1,39 @@
-"""Operations endpoints: Prometheus metrics and a liveness check that touches nothing else."""
+"""Operations endpoints: Prometheus metrics, liveness that touches nothing else, readiness.
+
+Readiness (`/readyz`) is about what this gateway needs to answer its clients: the object
+store (every request reads or writes it). It also reports the media service and the
+replicas of each model service, which do not make the gateway unready: without them jobs
+wait in the queue, and status, lists and downloads still work.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from services.gateway.context import GatewayDep
 
 router = APIRouter(tags=["Operations"])
+
+
+class ServiceState(BaseModel):
+    """A service the gateway calls, as it answers now."""
+
+    serving: int = Field(description="replicas that answer SERVING on grpc.health.v1")
+    replicas: int = Field(description="replicas the gateway knows of")
+
+
+class Readiness(BaseModel):
+    """Whether this gateway can answer clients, and what it reaches."""
+
+    status: str = Field(description="ready, or not_ready while the object store is unreachable")
+    store: bool = Field(description="the object store answered a signed request just now")
+    services: dict[str, ServiceState] = Field(description="media and each model kind")
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
@@ -17,5 +44,27 @@ def metrics(request: Request) -> Response:
 
 @router.get("/livez")
 def livez() -> dict:
-    """The process answers HTTP (for liveness probes; readiness is /api/health)."""
+    """The process answers HTTP (for liveness probes; readiness is /readyz)."""
     return {"status": "alive"}
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness,
+                                                                   "description": "the object store is unreachable"}})
+async def readyz(gw: GatewayDep) -> JSONResponse:
+    """Ready (200) while the object store answers; 503 otherwise. The services are reported too."""
+    clients = gw.clients
+
+    def replicas(kind: str) -> ServiceState:
+        found = list(clients.replicas.get(kind, []))
+        return ServiceState(serving=sum(1 for r in found if r.serving(timeout=1.0)), replicas=len(found))
+
+    def media() -> ServiceState:
+        return ServiceState(serving=int(clients.media_serving(timeout=1.0)), replicas=1)
+
+    # Every check at once (each gives up after 1-2 s), so the probe answers within its timeout.
+    store, media_state, *kinds = await asyncio.gather(
+        run_in_threadpool(gw.store.ping), run_in_threadpool(media),
+        *(run_in_threadpool(replicas, kind) for kind in clients.replicas))
+    services = {"media": media_state, **dict(zip(clients.replicas, kinds))}
+    body = Readiness(status="ready" if store else "not_ready", store=store, services=services)
+    return JSONResponse(body.model_dump(), status_code=200 if store else 503)
