@@ -24,6 +24,10 @@ _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_e
                  "enum", "too_long", "too_short", "multiple_of", "string_pattern_mismatch"}
 
 
+# How long a client should wait before retrying while the media service is unavailable.
+MEDIA_RETRY_AFTER = "10"
+
+
 class IntakeError(Exception):
     """An input is unusable; `status` is the HTTP status, `message` what the client is told."""
 
@@ -32,6 +36,11 @@ class IntakeError(Exception):
         self.status = status
         self.message = message
         self.detail = detail
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """Retry-After for a 503 (a service the intake needs is unavailable)."""
+        return {"Retry-After": MEDIA_RETRY_AFTER} if self.status == 503 else None
 
 
 @dataclass
@@ -99,8 +108,10 @@ async def store_input(gw: Gateway, task_id: str, name: str, part: FilePart) -> s
 async def probe(gw: Gateway, key: str, kind: int, what: str) -> media_pb2.MediaInfo:
     """Have the media service decode a stored input; a mismatch is the client's fault."""
     try:
+        # wait_for_ready: a media service restarting within the timeout delays the answer, no more.
         reply = await run_in_threadpool(
-            gw.clients.media.Probe, media_pb2.ProbeRequest(source=ref(key), expect=kind), timeout=60
+            gw.clients.media.Probe, media_pb2.ProbeRequest(source=ref(key), expect=kind), timeout=60,
+            wait_for_ready=True,
         )
     except grpc.RpcError as err:
         if err.code() == grpc.StatusCode.INVALID_ARGUMENT:

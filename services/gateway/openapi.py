@@ -43,6 +43,25 @@ _BODY = {
     413: "the body is larger than its limit",
 }
 _VALIDATED = {422: "a parameter or field is missing or invalid"}
+# What a route's own statuses mean unless it says more.
+_MEANING = {
+    400: "the request cannot be carried out as it is; the message says why",
+    404: "no such task or file (also when it belongs to another API key)",
+    409: "conflicts with the state of the task, or with an earlier request of the same Idempotency-Key",
+    413: "a file or the body is larger than its limit",
+    415: "the body's content type is not accepted",
+    416: "the requested byte range is outside the file",
+    500: "the work failed on the server (the message says how); documented by this API",
+    503: "the queue is full or a service is unavailable; see Retry-After",
+}
+
+
+def statuses(*codes: int, **described: str) -> dict[int | str, dict]:
+    """`responses=` for a route's own error statuses: `statuses(400, 404)`, or with a meaning of its
+    own: `statuses(404, s409="the job already ended")`. Their schemas are filled in by document_errors."""
+    out: dict[int | str, dict] = {code: {"description": _MEANING[code]} for code in codes}
+    out.update({int(name[1:]): {"description": text} for name, text in described.items()})
+    return out
 # Operations that answer without the store or any key.
 _NO_STORE = {"/livez", "/metrics", "/api/status", "/readyz"}
 

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from libs.talkface.api import EMOTIONS
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway.limits import streams_uploads
+from services.gateway.openapi import statuses
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import dicetalk_error
@@ -112,7 +113,7 @@ def _load(gw, task_id: str) -> TaskRecord:
 
 @router.post(
     "/api/v1/synthesis/start",
-    response_model=StartResponse,
+    response_model=StartResponse, responses=statuses(400, 409, 413, 503),
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}},
 )
 @streams_uploads
@@ -125,7 +126,7 @@ async def start(request: Request, gw: GatewayDep) -> StartResponse:
             raise dicetalk_error(400, "Invalid image file type. Allowed types: ['image/jpeg', 'image/png']")
         if exc.status == 400 and exc.message.startswith("audio file"):
             raise dicetalk_error(400, "Invalid audio file: " + exc.message, exc.detail)
-        raise dicetalk_error(exc.status, exc.message, exc.detail)
+        raise dicetalk_error(exc.status, exc.message, exc.detail, headers=exc.headers)
     task_id = accepted.task_id
     values = accepted.params.model_dump()
     cache_key = result_cache_key("dicetalk", values, accepted.sha256)
@@ -156,7 +157,7 @@ async def start(request: Request, gw: GatewayDep) -> StartResponse:
         lambda status, message, headers=None: dicetalk_error(status, message, headers=headers), discard))
 
 
-@router.get("/api/v1/synthesis/{task_id}/status", response_model=StatusResponse)
+@router.get("/api/v1/synthesis/{task_id}/status", response_model=StatusResponse, responses=statuses(404))
 async def status(task_id: str, gw: GatewayDep) -> JSONResponse:
     """Status and progress (0.0–1.0) of a synthesis task."""
     try:
@@ -177,7 +178,8 @@ async def status(task_id: str, gw: GatewayDep) -> JSONResponse:
 
 
 @router.get("/api/v1/synthesis/{task_id}/download",
-            responses={200: {"content": {"video/mp4": {}}, "description": "the MP4 video"}})
+            responses={200: {"content": {"video/mp4": {}}, "description": "the MP4 video"},
+                       **statuses(404, s400="the task has not completed (yet)")})
 def download(task_id: str, gw: GatewayDep):
     """Download the finished MP4."""
     rec = _load(gw, task_id)

@@ -33,6 +33,7 @@ from libs.tasks import TaskNotFound, TaskRecord, TaskStatus, TaskExists
 from services.gateway import auth
 from services.gateway import echofu_jobs as J
 from services.gateway.limits import streams_uploads
+from services.gateway.openapi import statuses
 from services.gateway.context import Gateway, GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import STORE_RETRY_AFTER, ApiError
@@ -84,6 +85,28 @@ def _time(value: datetime | None) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _form_doc(*names: str, files: tuple[str, ...] = (), multipart: bool = False) -> dict:
+    """`openapi_extra` documenting a form body: text fields (all optional, as the document has
+    them) or one required file field."""
+    text = {"type": "string", "maxLength": 4096}
+    if files:
+        schema = {"type": "object", "required": list(files),
+                  "properties": {f: {"type": "string", "format": "binary"} for f in files}}
+        return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+    schema = {"type": "object", "properties": {name: dict(text) for name in names}}
+    content = {"application/x-www-form-urlencoded": {"schema": schema}}
+    if multipart:
+        content["multipart/form-data"] = {"schema": schema}
+    return {"requestBody": {"required": False, "content": content}}
+
+
+_FILE_RESPONSES = {
+    200: {"description": "the file", "content": {"video/mp4": {}, "audio/wav": {}}},
+    206: {"description": "the requested byte range (Range: bytes=a-b)", "content": {"video/mp4": {}, "audio/wav": {}}},
+    **statuses(404, 416, s400="the path is not allowed (.., absolute, backslash)"),
+}
 
 
 # -- forms and paths -----------------------------------------------------------------------------
@@ -231,6 +254,8 @@ async def _upload(request: Request, gw: Gateway, space: J.Space, field: str, ext
         filename = await run_in_threadpool(_free_name, gw, space, folder, safe_filename(part.filename, what))
         await run_in_threadpool(gw.store.copy, staging, space.static_key(folder + filename))
     except IntakeError as exc:
+        if exc.status == 503:
+            raise ApiError(503, {"status": "error", "message": f"媒体服务暂不可用: {exc.message}"}, exc.headers) from exc
         raise _fail(400 if exc.status < 500 else 500, f"文件无法解码: {exc.message}") from exc
     finally:
         await run_in_threadpool(gw.store.delete, staging)
@@ -433,7 +458,7 @@ def _listing(gw: Gateway, space: J.Space, folder: str, extensions) -> JSONRespon
     return _ok(files=files, total_count=len(files))
 
 
-@router.post("/api/upload-reference-audio")
+@router.post("/api/upload-reference-audio", responses=statuses(400, 500, 503), openapi_extra=_form_doc(files=("audio",)))
 @streams_uploads
 async def upload_reference_audio(request: Request, gw: GatewayDep, space: SpaceDep):
     """Upload a reference recording (wav, mp3, m4a, flac, ogg) to static/voices/ref_voices/."""
@@ -441,13 +466,13 @@ async def upload_reference_audio(request: Request, gw: GatewayDep, space: SpaceD
                                     J.REF_VOICES, media_pb2.MEDIA_KIND_AUDIO, "音频上传失败: ", "音频上传成功")
 
 
-@router.get("/api/reference-audios")
+@router.get("/api/reference-audios", responses=statuses(500))
 def reference_audios(gw: GatewayDep, space: SpaceDep):
     """Reference recordings, newest first."""
     return _listing(gw, space, J.REF_VOICES, AUDIO_EXTENSIONS)
 
 
-@router.post("/api/upload-training-video")
+@router.post("/api/upload-training-video", responses=statuses(400, 500, 503), openapi_extra=_form_doc(files=("video",)))
 @streams_uploads
 async def upload_training_video(request: Request, gw: GatewayDep, space: SpaceDep):
     """Upload a training video (mp4, avi, mov, mkv, flv, webm; at most 200 MB) to static/videos/ref_videos/."""
@@ -455,7 +480,7 @@ async def upload_training_video(request: Request, gw: GatewayDep, space: SpaceDe
                                     J.REF_VIDEOS, media_pb2.MEDIA_KIND_VIDEO, "视频上传失败: ", "视频上传成功")
 
 
-@router.get("/api/training-videos")
+@router.get("/api/training-videos", responses=statuses(500))
 def training_videos(gw: GatewayDep, space: SpaceDep):
     """Training videos, newest first."""
     return _listing(gw, space, J.REF_VIDEOS, VIDEO_EXTENSIONS)
@@ -474,7 +499,8 @@ def available_models(gw: GatewayDep, space: SpaceDep):
     return _ok(models=models, total_count=len(models), model_types=types)
 
 
-@router.get("/api/model-details/{model_type}/{model_name}")
+@router.get("/api/model-details/{model_type}/{model_name}",
+            responses=statuses(404, s400="unknown model type or malformed model name"))
 def model_details(model_type: str, model_name: str, gw: GatewayDep, space: SpaceDep):
     """Files of one model (or of a whole model type with `root`)."""
     mtype = _model_type(model_type)
@@ -524,7 +550,7 @@ def cloned_audios(gw: GatewayDep, space: SpaceDep):
 # -- 8: the chat's recording ---------------------------------------------------------------------
 
 
-@router.post("/save_audio")
+@router.post("/save_audio", responses=statuses(400, 500, 503), openapi_extra=_form_doc(files=("audio",)))
 @streams_uploads
 async def save_audio(request: Request, gw: GatewayDep, space: SpaceDep):
     """Save the browser's recording (any common audio format) as the chat's input.wav (16 kHz mono)."""
@@ -573,7 +599,9 @@ def _voice_params(gw: Gateway, space: J.Space, fields: dict, model: tuple[str, s
     return params
 
 
-@router.post("/video_generation")
+@router.post("/video_generation", responses=statuses(400, 404, 500, 503), openapi_extra=_form_doc(
+    "model_name", "model_param", "ref_audio", "gpu_choice", "target_text", "speaker_id", "pitch", "async",
+    multipart=True))
 async def video_generation(request: Request, gw: GatewayDep, space: SpaceDep):
     """Make the person of a model say a reference audio or a text (spoken by espeak-ng first)."""
     fields = await _fields(request)
@@ -628,7 +656,8 @@ def _custom_params(text: str) -> tuple[dict, dict]:
     return given, used
 
 
-@router.post("/model_training")
+@router.post("/model_training", responses=statuses(400, 404, 503), openapi_extra=_form_doc(
+    "model_choice", "ref_video", "gpu_choice", "epoch", "custom_params"))
 async def model_training(request: Request, gw: GatewayDep, space: SpaceDep):
     """Start building a person model from a training video; answers at once with the task id."""
     fields = await _fields(request)
@@ -657,13 +686,13 @@ async def model_training(request: Request, gw: GatewayDep, space: SpaceDep):
                status_url=f"/api/train-status/{task_id}")
 
 
-@router.get("/api/train-status/{task_id}")
+@router.get("/api/train-status/{task_id}", responses=statuses(404))
 def train_status(task_id: str, gw: GatewayDep):
     """State, progress (0-1) and message of a training task; `result` once the model is built."""
     return _task_status(gw, task_id)
 
 
-@router.get("/api/task-status/{task_id}")
+@router.get("/api/task-status/{task_id}", responses=statuses(404))
 def task_status(task_id: str, gw: GatewayDep):
     """State, progress (0-1) and message of any EchOfU task (training, generation, chat)."""
     return _task_status(gw, task_id)
@@ -672,7 +701,8 @@ def task_status(task_id: str, gw: GatewayDep):
 # -- 11: voice profiles and speech ---------------------------------------------------------------
 
 
-@router.post("/audio_clone")
+@router.post("/audio_clone", responses=statuses(400, 404, 503), openapi_extra=_form_doc(
+    "original_audio_path", "audio_id", "target_audio_id", "gen_audio_id", "generate_text", "pitch"))
 async def audio_clone(request: Request, gw: GatewayDep, space: SpaceDep):
     """Extract a speaker's voice profile (clone mode) or speak a text with one (generate mode)."""
     fields = await _fields(request)
@@ -729,7 +759,10 @@ async def _generate_speech(gw: Gateway, space: J.Space, fields: dict, text: str)
 # -- 12: chat ------------------------------------------------------------------------------------
 
 
-@router.post("/chat_system")
+@router.post("/chat_system", responses=statuses(400, 404, 500, s503="no chat model is configured, the queue is "
+                                                                       "full or a service is unavailable"),
+             openapi_extra=_form_doc("model_name", "model_param", "voice_clone", "api_choice", "speaker_id", "pitch",
+                                     "async"))
 async def chat_system(request: Request, gw: GatewayDep, space: SpaceDep):
     """Recognise the saved question, ask the chat model, and answer with a talking video."""
     s = gw.settings
@@ -826,7 +859,7 @@ async def status():
     return await run_in_threadpool(system_status)
 
 
-@router.get("/api/history/{history_type}")
+@router.get("/api/history/{history_type}", responses=statuses(s400="malformed history type"))
 def history(history_type: str, gw: GatewayDep, space: SpaceDep):
     """The history list of one kind (video_generation, model_training, audio_clone, chat_system); [] when none."""
     if not _HISTORY_TYPE.match(history_type):
@@ -873,7 +906,7 @@ def _result_path(path: str, folders: dict[str, str], default: str | None) -> str
     return folder + name
 
 
-@router.get("/video/{filename:path}")
+@router.get("/video/{filename:path}", responses=_FILE_RESPONSES)
 def video(filename: str, request: Request, gw: GatewayDep, space: SpaceDep):
     """A generated video: `/video/<name>.mp4` or `/video/static/videos/res_videos/<name>.mp4`."""
     try:
@@ -885,7 +918,7 @@ def video(filename: str, request: Request, gw: GatewayDep, space: SpaceDep):
     return _stream(gw, space.static_key(rel), "video/mp4", request, "视频文件不存在")
 
 
-@router.get("/static/{path:path}")
+@router.get("/static/{path:path}", responses=_FILE_RESPONSES)
 def static(path: str, request: Request, gw: GatewayDep, space: SpaceDep):
     """Results under static/videos/res_videos/ and static/voices/res_voices/ (nothing else is served)."""
     folders = {J.RES_VIDEOS[len("static/"):]: "video/mp4", J.RES_VOICES[len("static/"):]: "audio/wav"}

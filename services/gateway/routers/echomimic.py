@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway import auth, idempotency
 from services.gateway.limits import streams_uploads
+from services.gateway.openapi import statuses
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
@@ -88,7 +89,8 @@ async def _create(request: Request, gw, kind: str, audio_field: str, model: type
         accepted = await accept_upload(request, gw, "reference_image", audio_field, model, IMAGE_FORMATS,
                                        max_audio_files=max_files, range_status=422)
     except IntakeError as exc:
-        raise fastapi_error(exc.status, exc.detail if exc.status == 422 and exc.detail else exc.message)
+        raise fastapi_error(exc.status, exc.detail if exc.status == 422 and exc.detail else exc.message,
+                            headers=exc.headers)
     params = accepted.params.model_dump()
     if kind == "echomimic_multi":
         params["segments"] = sum(1 for name in accepted.inputs if name.startswith("audio_"))
@@ -114,14 +116,16 @@ async def _create(request: Request, gw, kind: str, audio_field: str, model: type
         lambda status, message, headers=None: fastapi_error(status, message, headers=headers), discard))
 
 
-@router.post("/generate_video", response_model=CreateResponse, openapi_extra=_SINGLE)
+@router.post("/generate_video", response_model=CreateResponse, openapi_extra=_SINGLE,
+             responses=statuses(400, 409, 413, 503))
 @streams_uploads
 async def generate_video(request: Request, gw: GatewayDep) -> CreateResponse:
     """Upload a reference image and an audio file and start generating one video."""
     return await _create(request, gw, "echomimic", "audio_file", EchoMimicParams, 1)
 
 
-@router.post("/generate_multi_videos", response_model=CreateResponse, openapi_extra=_MULTI)
+@router.post("/generate_multi_videos", response_model=CreateResponse, openapi_extra=_MULTI,
+             responses=statuses(400, 409, 413, 503))
 @streams_uploads
 async def generate_multi_videos(request: Request, gw: GatewayDep) -> CreateResponse:
     """Upload a reference image and several audio files: one clip each, optionally joined."""
@@ -150,6 +154,9 @@ def echomimic_status(rec: TaskRecord) -> dict:
     return body
 
 
+_NOT_READY = statuses(404, s400="the video is not ready yet, or the task failed")
+
+
 def _completed_output(gw, task_id: str, output: str, kinds: tuple[str, ...]) -> str:
     try:
         rec, _ = gw.tasks.get(task_id)
@@ -166,21 +173,21 @@ def _completed_output(gw, task_id: str, output: str, kinds: tuple[str, ...]) -> 
     raise fastapi_error(400, "Video not ready yet")
 
 
-@router.get("/download/{task_id}", responses={200: {"content": {"video/mp4": {}}}})
+@router.get("/download/{task_id}", responses={200: {"content": {"video/mp4": {}}}, **_NOT_READY})
 def download(task_id: str, gw: GatewayDep):
     """Download the generated video."""
     key = _completed_output(gw, task_id, "video", ("echomimic",))
     return stream_result(gw, key, f"{task_id}_with_audio.mp4")
 
 
-@router.get("/download_segment/{task_id}/{segment_id}", responses={200: {"content": {"video/mp4": {}}}})
+@router.get("/download_segment/{task_id}/{segment_id}", responses={200: {"content": {"video/mp4": {}}}, **_NOT_READY})
 def download_segment(task_id: str, segment_id: int, gw: GatewayDep):
     """Download one clip of a multi-audio task (segment ids start at 0)."""
     key = _completed_output(gw, task_id, f"segment_{segment_id}", ("echomimic_multi",))
     return stream_result(gw, key, f"{task_id}_segment_{segment_id}.mp4")
 
 
-@router.get("/download_combined/{task_id}", responses={200: {"content": {"video/mp4": {}}}})
+@router.get("/download_combined/{task_id}", responses={200: {"content": {"video/mp4": {}}}, **_NOT_READY})
 def download_combined(task_id: str, gw: GatewayDep):
     """Download the joined video of a multi-audio task created with combine_videos=true."""
     key = _completed_output(gw, task_id, "combined", ("echomimic_multi",))

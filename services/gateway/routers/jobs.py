@@ -43,6 +43,7 @@ from libs.tasks import TaskNotFound, TaskRecord, TaskStatus, utcnow
 from libs.tasks import task_key as record_key
 from services.gateway import auth, events, idempotency
 from services.gateway.limits import streams_uploads
+from services.gateway.openapi import statuses
 from services.gateway.context import Gateway, GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.intake import IntakeError, check_image, parse_params, probe, store_input, uploaded_form
@@ -514,7 +515,8 @@ async def _plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any
                     await _check_fetched_image(gw, key, IMAGE_FORMATS)
     except IntakeError as exc:
         await run_in_threadpool(gw.store.delete_prefix, task_key(task_id) + "/")
-        raise auth.native_error(exc.status, "invalid_input", exc.message, exc.detail)
+        code = "media_unavailable" if exc.status == 503 else "invalid_input"
+        raise auth.native_error(exc.status, code, exc.message, exc.detail, headers=exc.headers)
     except BaseException:
         await run_in_threadpool(gw.store.delete_prefix, task_key(task_id) + "/")
         raise
@@ -526,13 +528,8 @@ async def _plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any
 
 @router.post(
     "/jobs", status_code=201, response_model=Job, openapi_extra=_create_doc(),
-    responses={
-        401: {"description": "missing or unknown API key"},
-        413: {"description": "a file is over its limit"},
-        422: {"description": "a field is missing, unknown or out of range; the message says which"},
-        429: {"description": "rate limit reached; see Retry-After"},
-        503: {"description": "the queue is full; see Retry-After"},
-    },
+    responses=statuses(400, 409, 413, 415, s422="a field is missing, unknown or out of range; the message says which",
+                       s503="the queue is full or the media service is unavailable; see Retry-After"),
 )
 @streams_uploads
 async def create_job(request: Request, gw: GatewayDep, native: NativeDep) -> JSONResponse:
@@ -589,7 +586,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise auth.native_error(400, "invalid_cursor", "cursor is not one this API handed out")
 
 
-@router.get("/jobs", response_model=JobList)
+@router.get("/jobs", response_model=JobList, responses=statuses(s400="limit out of range, or a cursor this API "
+                                                                      "did not hand out"))
 def list_jobs(native: NativeDep, caller: auth.CallerDep,
               limit: int = Query(20, description=f"jobs per page, 1 to {MAX_PAGE}"),
               cursor: Optional[str] = Query(None, description="`next_cursor` of the previous page"),
@@ -620,7 +618,7 @@ def list_jobs(native: NativeDep, caller: auth.CallerDep,
             "next_cursor": _encode_cursor(*last) if has_more and last else None}
 
 
-@router.get("/jobs/{job_id}", response_model=Job)
+@router.get("/jobs/{job_id}", response_model=Job, responses=statuses(404))
 async def get_job(job_id: str, native: NativeDep) -> dict:
     """A job of any kind, whichever API created it, with presigned links to its results."""
     try:
@@ -643,7 +641,7 @@ async def get_job(job_id: str, native: NativeDep) -> dict:
         '"message": "Rendering frame 40/96", "stage": "rendering", "done": 40, "total": 96, '
         '"eta_seconds": 3.1, "queue_position": null}\n\n'
         'event: completed\nid: 12\ndata: {"id": "5b0f...", "status": "COMPLETED", "outputs": {...}, ...}\n\n'}}},
-    204: {"description": "the client already received the final event (Last-Event-ID)"}})
+    204: {"description": "the client already received the final event (Last-Event-ID)"}, **statuses(404)})
 async def job_events(job_id: str, native: NativeDep,
                      last_event_id: Annotated[Optional[str], Header(description="resume after this event id")] = None
                      ) -> Response:
@@ -656,7 +654,8 @@ async def job_events(job_id: str, native: NativeDep,
     return EventSourceResponse(stream, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-@router.get("/jobs/{job_id}/outputs/{name}", responses={200: {"content": {"video/mp4": {}}}})
+@router.get("/jobs/{job_id}/outputs/{name}", responses={
+    200: {"content": {"video/mp4": {}}}, **statuses(404, s409="the job has not completed, its outputs are not ready")})
 def download_output(job_id: str, name: str, native: NativeDep):
     """Download one result file through the gateway (for clients that cannot reach the store's links)."""
     rec = _record(native.gw, job_id)
@@ -687,7 +686,7 @@ def cancel_task(gw, task_id: str) -> TaskRecord:
     return rec
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=Job, responses={409: {"description": "the job already ended"}})
+@router.post("/jobs/{job_id}/cancel", response_model=Job, responses=statuses(404, s409="the job already ended"))
 async def cancel_job(job_id: str, native: NativeDep) -> dict:
     """Cancel a waiting or running job; the model service stops between two frames."""
     gw = native.gw

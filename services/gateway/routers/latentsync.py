@@ -20,6 +20,7 @@ from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
 from services.gateway.responses import stream_result
+from services.gateway.openapi import statuses
 from services.gateway.validation import Float, HttpUrl, Int
 
 router = APIRouter(tags=["LatentSync"])
@@ -67,7 +68,8 @@ class QueueResponse(BaseModel):
     others_queued: int = Field(0, description="waiting tasks of other clients (their ids are not shown)")
 
 
-@router.post("/sync", response_model=SyncResponse)
+@router.post("/sync", response_model=SyncResponse,
+             responses=statuses(409, 503, s400="unknown inference_ckpt_path, or the body is malformed"))
 async def sync(body: SyncRequest, request: Request, gw: GatewayDep) -> SyncResponse:
     """Queue a lip-sync task for a video URL and an audio URL."""
     ckpt = body.inference_ckpt_path
@@ -132,7 +134,8 @@ def queue(gw: GatewayDep, caller: auth.CallerDep) -> QueueResponse:
                          others_queued=len(waiting) - len(mine_waiting))
 
 
-@router.get("/outputs/{task_id}/{name}", responses={200: {"content": {"video/mp4": {}}}})
+@router.get("/outputs/{task_id}/{name}", responses={200: {"content": {"video/mp4": {}}},
+                                                   **statuses(404, s400="the task has not completed yet")})
 def output(task_id: str, name: str, gw: GatewayDep):
     """Download the lip-synced video (`video.mp4`) or the mask video (`mask.mp4`)."""
     output_name = {"video.mp4": "video", "mask.mp4": "mask"}.get(name)

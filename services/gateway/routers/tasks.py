@@ -8,13 +8,14 @@ from libs.tasks import TaskNotFound
 from services.gateway import auth
 from services.gateway.context import GatewayDep
 from services.gateway.errors import fastapi_error
+from services.gateway.openapi import statuses
 from services.gateway.routers.echomimic import echomimic_status
 from services.gateway.routers.latentsync import latentsync_status
 
 router = APIRouter(tags=["EchoMimic", "LatentSync"])
 
 
-@router.get("/task/{task_id}")
+@router.get("/task/{task_id}", responses=statuses(404))
 async def get_task(task_id: str, gw: GatewayDep) -> dict:
     """Status of an EchoMimic or LatentSync task, in the shape of the API that created it."""
     try:
