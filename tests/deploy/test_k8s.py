@@ -242,9 +242,10 @@ def test_probes(target):
         # A slow model load (60 x 5 s) must not get the container killed.
         assert startup["failureThreshold"] * startup["periodSeconds"] >= 300, f"{name}: {svc} startupProbe"
     _, gw = deployment_container(docs, "gateway")
-    for probe in ("startupProbe", "readinessProbe"):
-        assert gw[probe]["httpGet"] == {"path": "/api/health", "port": "http"}, f"{name}: gateway {probe}"
-        assert gw[probe]["timeoutSeconds"] >= 5  # /api/health asks the replicas, 2 s each at most
+    assert gw["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}, f"{name}: gateway startupProbe"
+    # Ready while the store answers; /readyz asks the store and the services at once, 2 s at most.
+    assert gw["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, f"{name}: gateway readinessProbe"
+    assert gw["readinessProbe"]["timeoutSeconds"] >= 5
     # Liveness must not depend on the backends: a dead model service is no reason to restart the gateway.
     assert gw["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}, f"{name}: gateway livenessProbe"
 
