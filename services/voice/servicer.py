@@ -197,7 +197,9 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
                 result = person.generate_person_video(model_dir, audio, tmp / "video.mp4", progress, should_stop,
                                                       threads=self._settings.engine_threads)
                 progress(api.Progress("upload", 0, 1, "Saving video..."))
-                self._staging.publish(tmp / "video.mp4", request.output)
+                # With the result as metadata, a retried task reuses the video instead of rendering again.
+                self._staging.publish(tmp / "video.mp4", request.output, result)
+                log.info("job %s finished: %d frames", request.job_id, result.frames)
                 return result
 
         yield from run_job(
