@@ -278,7 +278,8 @@ def _voice_call(gw: Gateway, method: str, request, timeout: float = 120.0):
                               grpc.StatusCode.NOT_FOUND):
                 raise _fail(400, err.details() or err.code().name) from err
             last = err
-    raise _fail(503, f"语音服务暂不可用: {last.code().name if last else 'unknown'}")
+    raise ApiError(503, {"status": "error", "message": f"语音服务暂不可用: {last.code().name if last else 'unknown'}"},
+                   {"Retry-After": "10"})
 
 
 def _profile_dict(msg: voice_pb2.VoiceProfile) -> dict:
