@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import functools
 import http.server
-import io
 import threading
 import time
-import wave
 
 import pytest
 import requests
 
-from libs.speech.espeak import synthesize
+from libs.speech.espeak import synthesize, wav_bytes
 from tests import servers
 from tests.echofu.conftest import ChatServer, training_video  # noqa: F401 - training_video is a fixture
 from tests.gateway.conftest import portrait, speech  # noqa: F401 - fixtures
@@ -32,14 +30,7 @@ QUESTION = "Where is the nearest train station?"
 
 
 def _wav(text: str) -> bytes:
-    speech_ = synthesize(text)
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(speech_.sample_rate)
-        w.writeframes(speech_.samples.astype("<i2").tobytes())
-    return buf.getvalue()
+    return wav_bytes(synthesize(text))
 
 
 class Client:

@@ -7,6 +7,7 @@ lock; the library is loaded and initialised once, on first use.
 from __future__ import annotations
 
 import ctypes
+import io
 import logging
 import threading
 import wave
@@ -215,10 +216,17 @@ def to_arpabet(symbol: str) -> Optional[str]:
     return _ARPABET.get(symbol.lstrip("',="))
 
 
-def write_wav(speech: Speech, path: str | Path) -> None:
-    """Write `speech` as a 16-bit mono PCM WAV file."""
-    with wave.open(str(path), "wb") as w:
+def wav_bytes(speech: Speech) -> bytes:
+    """`speech` as the bytes of a 16-bit mono PCM WAV file."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(speech.sample_rate)
         w.writeframes(np.ascontiguousarray(speech.samples, dtype="<i2").tobytes())
+    return buf.getvalue()
+
+
+def write_wav(speech: Speech, path: str | Path) -> None:
+    """Write `speech` as a 16-bit mono PCM WAV file."""
+    Path(path).write_bytes(wav_bytes(speech))

@@ -216,6 +216,20 @@ def _is_precondition(exc: BaseException) -> bool:
     return _http_status(exc) == 412
 
 
+def _minio(settings: StoreSettings, http: urllib3.PoolManager) -> Minio:
+    secret = settings.secret_key.get_secret_value()
+    return Minio(
+        settings.endpoint,
+        access_key=settings.access_key or None,
+        secret_key=secret if settings.access_key else None,
+        secure=settings.secure,
+        # A known region stops the SDK from asking the server for it (an extra
+        # round trip, and presigning would otherwise need the network).
+        region=settings.region,
+        http_client=http,
+    )
+
+
 class ObjectStore:
     """One bucket of an S3-compatible store; thread-safe, one instance per process is enough."""
 
@@ -233,29 +247,12 @@ class ObjectStore:
             # hide from us that a PUT may have been sent twice.
             retries=False,
         )
-        secret = settings.secret_key.get_secret_value()
-        self._client = Minio(
-            settings.endpoint,
-            access_key=settings.access_key or None,
-            secret_key=secret if settings.access_key else None,
-            secure=settings.secure,
-            # A known region stops the SDK from asking the server for it (an extra
-            # round trip, and presigning would otherwise need the network).
-            region=settings.region,
-            http_client=http,
-        )
+        self._client = _minio(settings, http)
         # Readiness probes must answer fast: no retries, short timeouts.
-        self._probe = Minio(
-            settings.endpoint,
-            access_key=settings.access_key or None,
-            secret_key=secret if settings.access_key else None,
-            secure=settings.secure,
-            region=settings.region,
-            http_client=urllib3.PoolManager(
-                timeout=urllib3.Timeout(connect=1.0, read=2.0), maxsize=2, cert_reqs="CERT_REQUIRED",
-                ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(), retries=False,
-            ),
-        )
+        self._probe = _minio(settings, urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=1.0, read=2.0), maxsize=2, cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(), retries=False,
+        ))
 
     # -- plumbing -----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from libs.speech import profile as voice_profile
-from libs.speech.espeak import synthesize
+from libs.speech.espeak import synthesize, wav_bytes
 from libs.talkface import analysis
 from services.gateway.settings import GatewaySettings
 from tests import servers
@@ -24,14 +24,7 @@ QUESTION = "Where is the nearest train station?"
 
 
 def _wav_bytes(text: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    speech = synthesize(text, **kw)
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(speech.sample_rate)
-        w.writeframes(speech.samples.astype("<i2").tobytes())
-    return buf.getvalue()
+    return wav_bytes(synthesize(text, **kw))
 
 
 def _poll(base: str, path: str, timeout: float = 120.0) -> tuple[dict, list]:
