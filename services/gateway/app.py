@@ -19,11 +19,11 @@ from services.gateway.context import Gateway
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import install_handlers
 from services.gateway.limits import RequestLimits
-from services.gateway import openapi
 from services.gateway.pipeline import Pipeline
 from services.gateway.retention import RetentionSweeper
 from services.gateway.metrics import registry_for
 from services.gateway import echofu_jobs  # noqa: F401 - registers the EchOfU task kinds and the voice stub
+from services.gateway import openapi
 from services.gateway.routers import dicetalk, echofu, echomimic, jobs, latentsync, ops, tasks
 from services.gateway.settings import GatewaySettings
 

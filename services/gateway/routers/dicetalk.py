@@ -12,14 +12,14 @@ from starlette.concurrency import run_in_threadpool
 
 from libs.talkface.api import EMOTIONS
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
-from services.gateway.limits import streams_uploads
-from services.gateway.openapi import statuses
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import dicetalk_error
 from services.gateway import auth, idempotency
 from services.gateway.cache import result_cache_key, serve_from_cache
 from services.gateway.intake import IntakeError, accept_upload
+from services.gateway.limits import streams_uploads
+from services.gateway.openapi import statuses
 from services.gateway.responses import stream_result
 from services.gateway.validation import Float, Int
 

@@ -32,14 +32,14 @@ from libs.store.client import NotFound, StoreUnavailable
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus, TaskExists
 from services.gateway import auth
 from services.gateway import echofu_jobs as J
-from services.gateway.limits import streams_uploads
-from services.gateway.openapi import statuses
 from services.gateway.context import Gateway, GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import STORE_RETRY_AFTER, ApiError
 from services.gateway.faults import Fault, classify
 from services.gateway.intake import IntakeError, probe, uploaded_form
 from services.gateway.keys import ref, task_key
+from services.gateway.limits import streams_uploads
+from services.gateway.openapi import statuses
 from talkserve.media.v1 import media_pb2
 from talkserve.voice.v1 import voice_pb2
 

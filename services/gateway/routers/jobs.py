@@ -42,12 +42,12 @@ from libs.store.settings import StoreSettings
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus, utcnow
 from libs.tasks import task_key as record_key
 from services.gateway import auth, events, idempotency
-from services.gateway.limits import streams_uploads
-from services.gateway.openapi import statuses
 from services.gateway.context import Gateway, GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.intake import IntakeError, check_image, parse_params, probe, store_input, uploaded_form
 from services.gateway.keys import ref, task_key
+from services.gateway.limits import streams_uploads
+from services.gateway.openapi import statuses
 from services.gateway.responses import stream_result
 from services.gateway.routers.dicetalk import SynthesisParams
 from services.gateway.routers.echomimic import IMAGE_FORMATS, EchoMimicParams
@@ -415,7 +415,7 @@ async def _fetch(gw: Gateway, url: str, key: str, name: str) -> None:
              "video": gw.settings.video_max_bytes}[name]
     request = media_pb2.FetchUrlRequest(url=url, destination=ref(key), expect=_MEDIA_KIND[name], max_bytes=limit)
     try:
-        await run_in_threadpool(gw.clients.media.FetchUrl, request, timeout=600)
+        await run_in_threadpool(gw.clients.media.FetchUrl, request, timeout=600, wait_for_ready=True)
     except grpc.RpcError as err:
         if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.DEADLINE_EXCEEDED,
                           grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):

@@ -19,8 +19,8 @@ from services.gateway import auth, idempotency
 from services.gateway.context import GatewayDep
 from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
-from services.gateway.responses import stream_result
 from services.gateway.openapi import statuses
+from services.gateway.responses import stream_result
 from services.gateway.validation import Float, HttpUrl, Int
 
 router = APIRouter(tags=["LatentSync"])
