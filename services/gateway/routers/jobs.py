@@ -415,7 +415,7 @@ async def _fetch(gw: Gateway, url: str, key: str, name: str) -> None:
              "video": gw.settings.video_max_bytes}[name]
     request = media_pb2.FetchUrlRequest(url=url, destination=ref(key), expect=_MEDIA_KIND[name], max_bytes=limit)
     try:
-        await run_in_threadpool(gw.clients.media.FetchUrl, request, timeout=600, wait_for_ready=True)
+        await run_in_threadpool(gw.clients.media.FetchUrl, request, timeout=600)
     except grpc.RpcError as err:
         if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.DEADLINE_EXCEEDED,
                           grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
