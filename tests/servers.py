@@ -14,7 +14,6 @@ import uvicorn
 
 from libs.store.client import ObjectStore
 from libs.store.settings import StoreSettings
-from libs.talkface.engine import Engine
 from services.dicetalk.server import DiceTalkSettings, create_dicetalk_server
 from services.echomimic.server import EchoMimicSettings, create_echomimic_server
 from services.gateway.app import create_app
@@ -62,7 +61,7 @@ def backend(store_settings: StoreSettings, replicas: int = 1, slots: int | None 
                                        ("voice", VoiceSettings, create_voice_server)):
         for i in range(replicas):
             extra = {"slots": slots} if slots else {}
-            replica = create(settings_cls(port=0, replica_id=f"{kind}-{i}", **extra), store, Engine)
+            replica = create(settings_cls(port=0, replica_id=f"{kind}-{i}", **extra), store)
             started.append(replica)
             targets.setdefault(kind, []).append(f"127.0.0.1:{replica.port}")
     try:

@@ -70,20 +70,25 @@ class SlotPool:
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
-    """Reports a replica's free slots to the gateway's dispatcher."""
+    """Reports a replica's free slots, its engine and the device it runs on to the gateway."""
 
-    def __init__(self, slots: SlotPool, engine_name: str, replica_id: str | None = None):
+    def __init__(self, slots: SlotPool, engines, replica_id: str | None = None):
         self._slots = slots
-        self._engine = engine_name
+        self._engines = engines  # its `name` and `device` (None until loaded) are read per call
         self.replica_id = replica_id or socket.gethostname()
 
     def GetCapacity(self, request, context):
+        device = self._engines.device
         return worker_pb2.GetCapacityResponse(
             slots_total=self._slots.total,
             slots_free=self._slots.free,
-            engine=self._engine,
+            engine=self._engines.name,
             replica_id=self.replica_id,
             draining=self._slots.draining,
+            # the engine's own placement: it says cuda only once it sits on a GPU it found
+            gpu=bool(device and device.gpu),
+            device_kind=device.kind if device else "",
+            device_name=device.name if device else "",
         )
 
 

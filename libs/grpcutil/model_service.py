@@ -1,4 +1,4 @@
-"""What every model service shares: settings, an engine per slot, input/output staging, main loop."""
+"""What every model service shares: settings, the configured engine per slot, input/output staging, main loop."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Literal
 
 import grpc
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from libs.engines.loader import check_engine, load_engine
+from libs.engines.protocol import DeviceInfo, Engine, EngineOptions
 from libs.grpcutil.jobs import SlotPool, WorkerServicer
 from libs.grpcutil.server import GrpcServer, ServerSettings, create_server, serve_until_signal
 from libs.store.client import ObjectStore
@@ -38,18 +40,47 @@ class ModelServiceSettings(ServerSettings):
     work_dir: str = Field(default_factory=tempfile.gettempdir)
     models_dir: str | None = None
     engine_threads: int = Field(2, ge=1, description="threads each engine's face models and encoder use")
+    # Which engine serves this replica (an entry point of talkserve.engines) and how it is built.
+    engine: str = Field("talkface", min_length=1, description="engine name in the entry points talkserve.engines")
+    engine_weights_dir: str | None = Field(None, description="the engine's checkpoints")
+    engine_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU when one is present")
+    engine_fp16: bool = Field(False, description="half precision where the device supports it")
+    engine_batch_size: int = Field(8, ge=1, description="frames run through the model at once")
+    engine_options: dict[str, str] = Field(default_factory=dict, description="engine-specific options (JSON)")
+
+
+def engine_options(settings: ModelServiceSettings) -> EngineOptions:
+    """What the settings tell an engine factory."""
+    return EngineOptions(weights_dir=settings.engine_weights_dir, device=settings.engine_device,
+                         fp16=settings.engine_fp16, batch_size=settings.engine_batch_size,
+                         threads=settings.engine_threads, models_dir=settings.models_dir,
+                         extra=dict(settings.engine_options))
+
+
+def configured_engine(settings: ModelServiceSettings, job_kind: str) -> Callable[[], Engine]:
+    """A factory for the engine the settings name, as loaded from its entry point."""
+    options = engine_options(settings)
+    return lambda: load_engine(settings.engine, options, job_kind)
 
 
 class EnginePool:
-    """One engine per slot: engine objects hold interpreters that are not thread-safe."""
+    """One engine per slot (talkface's hold interpreters that are not thread-safe), filled after
+    the server started; what the engines are and where they run, once loaded."""
 
-    def __init__(self, factory: Callable[[], object], size: int):
+    def __init__(self, configured: str):
         self._free: queue.Queue = queue.Queue()
+        self.name = configured  # the configured name until the engine names itself
+        self.device: DeviceInfo | None = None
+
+    def load(self, factory: Callable[[], object], size: int, job_kind: str) -> None:
         for _ in range(size):
-            self._free.put(factory())
+            engine = factory()
+            check_engine(engine, job_kind)
+            self._free.put(engine)
+        self.name, self.device = engine.name, engine.device
 
     @contextlib.contextmanager
-    def engine(self) -> Iterator[object]:
+    def engine(self) -> Iterator[Engine]:
         eng = self._free.get()
         try:
             yield eng
@@ -113,20 +144,22 @@ def start_model_service(
     settings: ModelServiceSettings,
     store: ObjectStore,
     register: Callable[[grpc.Server, SlotPool, "EnginePool", Staging], Iterable[str]],
-    engine_factory: Callable[[], object],
-    engine_name: str = api.ENGINE_NAME,
+    job_kind: str,
+    engine_factory: Callable[[], Engine] | None = None,
 ) -> ModelReplica:
     """Start a replica at once, NOT_SERVING; load the engines in the background, then go SERVING.
 
     Health answers from the first moment, so a startup probe can wait out a slow model load.
+    `engine_factory` builds one slot's engine; by default the engine the settings name.
     """
     slots = SlotPool(settings.slots)
     replica_id = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
     staging = Staging(store, settings.work_dir)
-    pool = _LazyPool()
+    pool = EnginePool(settings.engine)
+    factory = engine_factory or configured_engine(settings, job_kind)
 
     def _register(server: grpc.Server):
-        worker = WorkerServicer(slots, engine_name, replica_id)
+        worker = WorkerServicer(slots, pool, replica_id)
         worker_pb2_grpc.add_WorkerServiceServicer_to_server(worker, server)
         names = list(register(server, slots, pool, staging))
         return [*names, worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name]
@@ -136,28 +169,18 @@ def start_model_service(
 
     def _load():
         try:
-            pool.load(engine_factory, settings.slots)
+            pool.load(factory, settings.slots, job_kind)
         except Exception:  # noqa: BLE001 - stays NOT_SERVING; the log says why
-            log.exception("replica %s could not load its engine", replica_id)
+            log.exception("replica %s could not load its engine %s", replica_id, settings.engine)
             return
         slots.open()
         handle.set_serving(True)
         ready.set()
-        log.info("replica %s ready on port %d with %d slots", replica_id, handle.port, settings.slots)
+        log.info("replica %s ready on port %d with %d slots of %s on %s", replica_id, handle.port,
+                 settings.slots, pool.name, pool.device.name)
 
     threading.Thread(target=_load, name="engine-load", daemon=True).start()
     return ModelReplica(handle, slots, ready, replica_id)
-
-
-class _LazyPool(EnginePool):
-    """An engine pool filled after the server started."""
-
-    def __init__(self):
-        self._free = queue.Queue()
-
-    def load(self, factory: Callable[[], object], size: int) -> None:
-        for _ in range(size):
-            self._free.put(factory())
 
 
 def run_forever(replica: ModelReplica, grace: float) -> None:
@@ -177,15 +200,20 @@ def configure_logging() -> None:
 
 
 def main(settings_cls: type[ModelServiceSettings], create: Callable) -> None:
-    """Entry point of a model service: settings from env, talkface engines, serve until SIGTERM."""
+    """Entry point of a model service: settings from env, the configured engine, serve until SIGTERM."""
     from libs.store.settings import StoreSettings
-    from libs.talkface.engine import Engine
 
     configure_logging()
     settings = settings_cls()
-    replica = create(settings, ObjectStore(StoreSettings()), lambda: Engine(models_dir=settings.models_dir,
-                                                                       threads=settings.engine_threads))
+    replica = create(settings, ObjectStore(StoreSettings()))
     run_forever(replica, settings.grace_seconds)
+
+
+def named(result: api.RenderResult, engine: Engine) -> api.RenderResult:
+    """The result as published: it names the engine that made it (the engine's name when it left it empty)."""
+    if not result.engine:
+        result.engine = engine.name
+    return result
 
 
 def portrait_work(staging: Staging, engines: EnginePool, job_id: str,
@@ -200,7 +228,7 @@ def portrait_work(staging: Staging, engines: EnginePool, job_id: str,
             job = make_job(str(image_path), str(audio_path), str(tmp / "video.mp4"))
             started = time.monotonic()
             with engines.engine() as engine:
-                result = engine.generate(job, progress, should_stop)
+                result = named(engine.generate(job, progress, should_stop), engine)
             progress(api.Progress("upload", 0, 1, "Saving video..."))
             staging.publish(tmp / "video.mp4", output, result)
             log.info("job %s finished: %d frames in %.2f s", job_id, result.frames, time.monotonic() - started)

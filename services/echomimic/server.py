@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from libs.engines.protocol import PORTRAIT
 from libs.grpcutil.model_service import ModelServiceSettings, start_model_service
 from libs.store.client import ObjectStore
 from services.echomimic.servicer import EchoMimicServicer
@@ -17,11 +18,11 @@ class EchoMimicSettings(ModelServiceSettings):
     port: int = 50062
 
 
-def create_echomimic_server(settings: EchoMimicSettings, store: ObjectStore, engine_factory):
+def create_echomimic_server(settings: EchoMimicSettings, store: ObjectStore, engine_factory=None):
     """Serve EchoMimicService and WorkerService; returns the started ModelReplica."""
 
     def register(server, slots, engines, staging):
         echomimic_pb2_grpc.add_EchoMimicServiceServicer_to_server(EchoMimicServicer(slots, engines, staging), server)
         return [echomimic_pb2.DESCRIPTOR.services_by_name["EchoMimicService"].full_name]
 
-    return start_model_service(settings, store, register, engine_factory)
+    return start_model_service(settings, store, register, PORTRAIT, engine_factory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from libs.engines.protocol import REDUB
 from libs.grpcutil.model_service import ModelServiceSettings, start_model_service
 from libs.store.client import ObjectStore
 from services.latentsync.servicer import LatentSyncServicer
@@ -21,7 +22,7 @@ class LatentSyncSettings(ModelServiceSettings):
     checkpoints: list[str] = ["checkpoints/unet.ckpt"]
 
 
-def create_latentsync_server(settings: LatentSyncSettings, store: ObjectStore, engine_factory):
+def create_latentsync_server(settings: LatentSyncSettings, store: ObjectStore, engine_factory=None):
     """Serve LatentSyncService and WorkerService; returns the started ModelReplica."""
 
     def register(server, slots, engines, staging):
@@ -29,4 +30,4 @@ def create_latentsync_server(settings: LatentSyncSettings, store: ObjectStore, e
         latentsync_pb2_grpc.add_LatentSyncServiceServicer_to_server(servicer, server)
         return [latentsync_pb2.DESCRIPTOR.services_by_name["LatentSyncService"].full_name]
 
-    return start_model_service(settings, store, register, engine_factory)
+    return start_model_service(settings, store, register, REDUB, engine_factory)

@@ -6,11 +6,11 @@ import logging
 
 from libs.grpcutil.errors import InvalidRequest, abort_with
 from libs.grpcutil.jobs import run_job
-from libs.grpcutil.model_service import Staging, video_result
+from libs.grpcutil.model_service import Staging, named, video_result
 from libs.talkface import api
+from talkserve.latentsync.v1 import latentsync_pb2, latentsync_pb2_grpc
 
 log = logging.getLogger(__name__)
-from talkserve.latentsync.v1 import latentsync_pb2, latentsync_pb2_grpc
 
 
 class LatentSyncServicer(latentsync_pb2_grpc.LatentSyncServiceServicer):
@@ -38,7 +38,7 @@ class LatentSyncServicer(latentsync_pb2_grpc.LatentSyncServiceServicer):
                     mask_out_path=str(tmp / "mask.mp4"), seed=request.seed,
                 )
                 with self._engines.engine() as engine:
-                    result = engine.redub(job, progress, should_stop)
+                    result = named(engine.redub(job, progress, should_stop), engine)
                 progress(api.Progress("upload", 0, 1, "Saving video and mask..."))
                 # Mask first: the video's presence tells a retried task that both are done.
                 self._staging.publish(tmp / "mask.mp4", request.mask_output)

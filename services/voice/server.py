@@ -5,9 +5,9 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from libs.engines.protocol import PERSON
 from libs.grpcutil.model_service import ModelServiceSettings, start_model_service
 from libs.store.client import ObjectStore
-from libs.talkface.person import ENGINE_NAME as PERSON_ENGINE
 from services.voice.servicer import PersonServicer, VoiceServicer
 from talkserve.voice.v1 import voice_pb2, voice_pb2_grpc
 
@@ -23,7 +23,7 @@ class VoiceSettings(ModelServiceSettings):
     max_text_chars: int = Field(2000, ge=1, description="longest text Synthesize accepts")
 
 
-def create_voice_server(settings: VoiceSettings, store: ObjectStore, engine_factory):
+def create_voice_server(settings: VoiceSettings, store: ObjectStore, engine_factory=None):
     """Serve VoiceService, PersonService and WorkerService; returns the started ModelReplica.
 
     Slots count person-model jobs (training, generation); speech calls are short and
@@ -35,4 +35,4 @@ def create_voice_server(settings: VoiceSettings, store: ObjectStore, engine_fact
         voice_pb2_grpc.add_PersonServiceServicer_to_server(PersonServicer(slots, engines, staging, settings), server)
         return [voice_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("VoiceService", "PersonService")]
 
-    return start_model_service(settings, store, register, engine_factory, engine_name=PERSON_ENGINE)
+    return start_model_service(settings, store, register, PERSON, engine_factory)

@@ -1,4 +1,4 @@
-"""gRPC servicers of the voice service: translate requests into libs.speech and libs.talkface.person calls."""
+"""gRPC servicers of the voice service: requests become libs.speech calls and the engine's person jobs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import posixpath
 
 from libs.grpcutil.errors import InvalidRequest, abort_with
 from libs.grpcutil.jobs import run_job
-from libs.grpcutil.model_service import Staging, video_result
+from libs.engines.protocol import PersonTrainJob, PersonVideoJob
+from libs.grpcutil.model_service import Staging, named, video_result
 from libs.speech import asr
 from libs.speech import profile as voice_profile
 from libs.speech.espeak import SpeechError, write_wav
-from libs.talkface import api, person
+from libs.talkface import api
 from libs.talkface.audio import SAMPLE_RATE, load_audio
 from talkserve.common.v1 import common_pb2
 from talkserve.voice.v1 import voice_pb2, voice_pb2_grpc
@@ -144,7 +145,7 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
             if not request.video.key:
                 raise InvalidRequest("video is required")
             s = self._settings
-            options = person.TrainOptions(
+            limits = dict(
                 max_seconds=min(request.max_seconds or s.max_train_seconds, s.max_train_seconds),
                 base_seconds=min(request.base_seconds or s.base_seconds, s.max_train_seconds),
                 max_atlas_entries=min(request.max_atlas_entries or s.max_atlas_entries, s.max_atlas_entries),
@@ -156,16 +157,16 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
             with self._staging.job_dir(request.job_id) as tmp:
                 video = self._staging.fetch(request.video, tmp / "video")
                 out = tmp / "model"
+                out.mkdir()
                 with self._engines.engine() as engine:
-                    info = person.build_person_model(engine.face, video, out, options, progress, should_stop,
-                                                     threads=self._settings.engine_threads)
+                    info = engine.train_person(PersonTrainJob(str(video), str(out), **limits), progress, should_stop)
+                    *names, last = engine.person_files
                 has_voice = _voice_profile_of(video, out / VOICE_PROFILE_FILE)
                 progress(api.Progress("upload", 0, 1, "Saving the person model..."))
-                names = [n for n in person.MODEL_FILES if n != person.MODEL_FILE]
                 if has_voice:
                     names.append(VOICE_PROFILE_FILE)
-                # model.json goes last: its presence says the model is complete.
-                files = [self._upload(out / n, prefix + n) for n in (*names, person.MODEL_FILE)]
+                # The engine's last file goes last: its presence says the model is complete.
+                files = [self._upload(out / n, prefix + n) for n in (*names, last)]
                 return voice_pb2.TrainPersonModelResult(
                     model_prefix=prefix, files=files, frames_read=info.frames_read,
                     frames_with_face=info.frames_with_face, atlas_entries=info.atlas_entries, fps=info.fps,
@@ -188,14 +189,14 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
             abort_with(context, exc)
 
         def work(progress, should_stop):
-            with self._staging.job_dir(request.job_id) as tmp:
+            with self._staging.job_dir(request.job_id) as tmp, self._engines.engine() as engine:
                 model_dir = tmp / "model"
                 model_dir.mkdir()
-                for name in person.MODEL_FILES:
+                for name in engine.person_files:
                     self._staging.fetch(common_pb2.ObjectRef(key=prefix + name), model_dir / name)
                 audio = self._staging.fetch(request.audio, tmp / "audio.wav")
-                result = person.generate_person_video(model_dir, audio, tmp / "video.mp4", progress, should_stop,
-                                                      threads=self._settings.engine_threads)
+                job = PersonVideoJob(str(model_dir), str(audio), str(tmp / "video.mp4"))
+                result = named(engine.generate_person(job, progress, should_stop), engine)
                 progress(api.Progress("upload", 0, 1, "Saving video..."))
                 # With the result as metadata, a retried task reuses the video instead of rendering again.
                 self._staging.publish(tmp / "video.mp4", request.output, result)

@@ -12,7 +12,6 @@ from libs.speech import profile as voice_profile
 from libs.speech.espeak import synthesize, write_wav
 from libs.store.client import ObjectStore
 from libs.talkface.audio import load_audio as _samples
-from libs.talkface.engine import Engine
 from services.voice.server import VoiceSettings, create_voice_server
 from talkserve.common.v1 import common_pb2
 from talkserve.voice.v1 import voice_pb2, voice_pb2_grpc
@@ -32,7 +31,7 @@ def voice(seaweed):
     """(VoiceService stub, store) of one voice replica on port 0."""
     with servers.fresh_bucket(seaweed.settings) as bucket:
         store = ObjectStore(bucket)
-        replica = create_voice_server(VoiceSettings(port=0, replica_id="voice-test"), store, Engine)
+        replica = create_voice_server(VoiceSettings(port=0, replica_id="voice-test"), store)
         assert replica.ready.wait(120)
         channel = grpc.insecure_channel(f"127.0.0.1:{replica.port}")
         try:

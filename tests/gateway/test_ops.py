@@ -41,7 +41,6 @@ def test_livez_answers_without_touching_the_backends(stack):
 def test_model_service_metrics_endpoint(seaweed):
     """A replica with a metrics port serves Prometheus text with its job metrics."""
     from libs.store.client import ObjectStore
-    from libs.talkface.engine import Engine
     from services.echomimic.server import EchoMimicSettings, create_echomimic_server
     from tests.servers import fresh_bucket
 
@@ -49,7 +48,7 @@ def test_model_service_metrics_endpoint(seaweed):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with fresh_bucket(seaweed.settings) as bucket:
-        replica = create_echomimic_server(EchoMimicSettings(port=0, metrics_port=port), ObjectStore(bucket), Engine)
+        replica = create_echomimic_server(EchoMimicSettings(port=0, metrics_port=port), ObjectStore(bucket))
         try:
             assert replica.ready.wait(60)
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

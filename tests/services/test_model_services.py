@@ -12,7 +12,8 @@ from skimage import data
 from libs.grpcutil.errors import error_code_of
 from libs.speech.espeak import synthesize, write_wav
 from libs.store.client import ObjectStore
-from libs.talkface.engine import Engine
+from libs.engines.protocol import EngineOptions
+from libs.engines.talkface import TalkfaceEngine
 from services.dicetalk.server import DiceTalkSettings, create_dicetalk_server
 from talkserve.common.v1 import common_pb2
 from talkserve.dicetalk.v1 import dicetalk_pb2, dicetalk_pb2_grpc
@@ -47,7 +48,7 @@ def _request(image="inputs/face.png", **kw):
 
 @pytest.fixture(scope="module")
 def replica(store):
-    rep = create_dicetalk_server(DiceTalkSettings(port=0, slots=1), store, Engine)
+    rep = create_dicetalk_server(DiceTalkSettings(port=0, slots=1), store)
     assert rep.ready.wait(120)
     yield rep
     rep.server.stop(0)
@@ -64,7 +65,7 @@ def test_health_goes_from_not_serving_to_serving_when_the_engine_is_loaded(store
 
     def slow_engine():
         release.wait(30)
-        return Engine()
+        return TalkfaceEngine(EngineOptions())
 
     rep = create_dicetalk_server(DiceTalkSettings(port=0, slots=1), store, slow_engine)
     try:
