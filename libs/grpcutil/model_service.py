@@ -117,6 +117,11 @@ def result_metadata(result: api.RenderResult) -> dict[str, str]:
             "width": str(result.width), "height": str(result.height), "duration": repr(float(result.duration_s))}
 
 
+def given_params(**values) -> dict:
+    """The API parameters a client gave, for PortraitJob/RedubJob.params: proto3's zero means not given."""
+    return {name: value for name, value in values.items() if value}
+
+
 def video_result(result: api.RenderResult, video: common_pb2.ObjectRef,
                  mask: common_pb2.ObjectRef | None = None) -> common_pb2.VideoResult:
     """The proto form of an engine result."""

@@ -83,6 +83,10 @@ class PortraitJob:
     dynamic_scale: float = 1.0  # head-motion amount
     duration: Optional[float] = None  # seconds; None = the audio's length
     max_frames: Optional[int] = None  # EchoMimic's `length`
+    # The API's parameters that the fields above do not carry (diffusion settings such as cfg,
+    # steps, ref_scale), as the client gave them, for engines that use them (docs/engines.md);
+    # talkface has no use for them (docs/parameters.md).
+    params: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -94,6 +98,7 @@ class RedubJob:
     out_path: str  # silent H.264 MP4, same size and fps as the input video
     mask_out_path: str  # video of the changed region (white = changed)
     seed: int = 0
+    params: dict = field(default_factory=dict)  # as PortraitJob.params (inference_steps, guidance_scale, ...)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from libs.grpcutil.errors import InvalidRequest, abort_with
 from libs.grpcutil.jobs import run_job
-from libs.grpcutil.model_service import Staging, portrait_work, video_result
+from libs.grpcutil.model_service import Staging, given_params, portrait_work, video_result
 from libs.talkface import api
 from talkserve.dicetalk.v1 import dicetalk_pb2, dicetalk_pb2_grpc
 
@@ -17,7 +17,8 @@ def emotion_name(value: int) -> str:
 
 
 def portrait_job(req: dicetalk_pb2.SynthesizeRequest, image: str, audio: str, out: str) -> api.PortraitJob:
-    """Map DICE-Talk parameters onto the engine; ref_scale and inference_steps are only recorded."""
+    """Map DICE-Talk parameters onto the engine; ref_scale and inference_steps go in `params`
+    (talkface only records them)."""
     return api.PortraitJob(
         image_path=image,
         audio_path=audio,
@@ -31,6 +32,7 @@ def portrait_job(req: dicetalk_pb2.SynthesizeRequest, image: str, audio: str, ou
         emo_scale=req.emo_scale,
         dynamic_scale=req.dynamic_scale or 1.0,
         duration=req.duration if req.HasField("duration") else None,
+        params=given_params(ref_scale=req.ref_scale, inference_steps=req.inference_steps),
     )
 
 

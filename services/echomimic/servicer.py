@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from libs.grpcutil.jobs import run_job
-from libs.grpcutil.model_service import Staging, portrait_work, video_result
+from libs.grpcutil.model_service import Staging, given_params, portrait_work, video_result
 from libs.talkface import api
 from talkserve.echomimic.v1 import echomimic_pb2, echomimic_pb2_grpc
 
@@ -13,8 +13,9 @@ def portrait_job(req: echomimic_pb2.GenerateRequest, image: str, audio: str, out
 
     EchoMimic renders a face crop: facecrop_dilation_ratio sets how far around the face the
     frame reaches, width/height the output size, length caps the frame count. The diffusion
-    parameters (cfg, steps, context_*), facemask_dilation_ratio, sample_rate and device are
-    validated by the gateway and recorded, but the built-in engine has no use for them.
+    parameters (cfg, steps, context_*), facemask_dilation_ratio and sample_rate are validated
+    by the gateway and go in `params`, where the built-in engine ignores them. `device` is not
+    passed on: where an engine runs is the replica's setting (TALKSERVE_ECHOMIMIC_ENGINE_DEVICE).
     """
     return api.PortraitJob(
         image_path=image,
@@ -27,6 +28,9 @@ def portrait_job(req: echomimic_pb2.GenerateRequest, image: str, audio: str, out
         expand_ratio=req.facecrop_dilation_ratio if req.facecrop_dilation_ratio > 0 else 0.5,
         seed=req.seed,
         max_frames=req.length or None,
+        params=given_params(cfg=req.cfg, steps=req.steps, context_frames=req.context_frames,
+                            context_overlap=req.context_overlap, facemask_dilation_ratio=req.facemask_dilation_ratio,
+                            sample_rate=req.sample_rate),
     )
 
 

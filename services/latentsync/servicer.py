@@ -6,7 +6,7 @@ import logging
 
 from libs.grpcutil.errors import InvalidRequest, abort_with
 from libs.grpcutil.jobs import run_job
-from libs.grpcutil.model_service import Staging, named, video_result
+from libs.grpcutil.model_service import Staging, given_params, named, video_result
 from libs.talkface import api
 from talkserve.latentsync.v1 import latentsync_pb2, latentsync_pb2_grpc
 
@@ -36,6 +36,9 @@ class LatentSyncServicer(latentsync_pb2_grpc.LatentSyncServiceServicer):
                 job = api.RedubJob(
                     video_path=str(video), audio_path=str(audio), out_path=str(tmp / "video.mp4"),
                     mask_out_path=str(tmp / "mask.mp4"), seed=request.seed,
+                    params=given_params(inference_ckpt_path=request.inference_ckpt_path,
+                                        inference_steps=request.inference_steps,
+                                        guidance_scale=request.guidance_scale),
                 )
                 with self._engines.engine() as engine:
                     result = named(engine.redub(job, progress, should_stop), engine)
