@@ -161,6 +161,7 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
                 with self._engines.engine() as engine:
                     info = engine.train_person(PersonTrainJob(str(video), str(out), **limits), progress, should_stop)
                     *names, last = engine.person_files
+                    made_by = info.engine or engine.name
                 has_voice = _voice_profile_of(video, out / VOICE_PROFILE_FILE)
                 progress(api.Progress("upload", 0, 1, "Saving the person model..."))
                 if has_voice:
@@ -170,7 +171,7 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
                 return voice_pb2.TrainPersonModelResult(
                     model_prefix=prefix, files=files, frames_read=info.frames_read,
                     frames_with_face=info.frames_with_face, atlas_entries=info.atlas_entries, fps=info.fps,
-                    width=info.width, height=info.height, has_voice_profile=has_voice, engine=info.engine,
+                    width=info.width, height=info.height, has_voice_profile=has_voice, engine=made_by,
                     seconds=info.seconds,
                 )
 
