@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
+import grpc
 import uvicorn
 
 from libs.store.client import ObjectStore
@@ -21,6 +22,8 @@ from services.gateway.settings import GatewaySettings
 from services.latentsync.server import LatentSyncSettings, create_latentsync_server
 from services.voice.server import VoiceSettings, create_voice_server
 from services.media.server import MediaSettings, create_media_server
+from talkserve.dicetalk.v1 import dicetalk_pb2_grpc
+from talkserve.worker.v1 import worker_pb2_grpc
 
 
 @contextlib.contextmanager
@@ -36,6 +39,13 @@ def fresh_bucket(base: StoreSettings) -> Iterator[StoreSettings]:
             store.delete_bucket()
         except Exception:  # noqa: BLE001 - the store may be down after a fault-injection test
             pass
+
+
+@contextlib.contextmanager
+def dicetalk_stubs(port: int) -> Iterator[tuple]:
+    """(DiceTalkService, WorkerService) stubs on one channel to a dicetalk replica on 127.0.0.1."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield dicetalk_pb2_grpc.DiceTalkServiceStub(channel), worker_pb2_grpc.WorkerServiceStub(channel)
 
 
 @dataclass

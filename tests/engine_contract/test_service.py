@@ -20,8 +20,8 @@ from libs.store.client import ObjectStore  # noqa: E402
 from services.dicetalk.server import DiceTalkSettings, create_dicetalk_server  # noqa: E402
 from services.media.server import MediaSettings, create_media_server  # noqa: E402
 from talkserve.common.v1 import common_pb2  # noqa: E402
-from talkserve.dicetalk.v1 import dicetalk_pb2, dicetalk_pb2_grpc  # noqa: E402
-from talkserve.worker.v1 import worker_pb2, worker_pb2_grpc  # noqa: E402
+from talkserve.dicetalk.v1 import dicetalk_pb2  # noqa: E402
+from talkserve.worker.v1 import worker_pb2  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.engine_contract.tiny_torch import NAME  # noqa: E402
 
@@ -51,8 +51,8 @@ def replica(bucket, tiny_engine_installed, weights_dir, inputs):
 
 @pytest.fixture
 def stubs(replica):
-    with grpc.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
-        yield dicetalk_pb2_grpc.DiceTalkServiceStub(channel), worker_pb2_grpc.WorkerServiceStub(channel)
+    with servers.dicetalk_stubs(replica.port) as pair:
+        yield pair
 
 
 def _request(out: str) -> dicetalk_pb2.SynthesizeRequest:
@@ -63,8 +63,8 @@ def _request(out: str) -> dicetalk_pb2.SynthesizeRequest:
 
 
 def _capacity(port: int) -> worker_pb2.GetCapacityResponse:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        return worker_pb2_grpc.WorkerServiceStub(channel).GetCapacity(worker_pb2.GetCapacityRequest(), timeout=5)
+    with servers.dicetalk_stubs(port) as (_, worker):
+        return worker.GetCapacity(worker_pb2.GetCapacityRequest(), timeout=5)
 
 
 def test_the_capacity_reply_names_the_engine_and_its_device(stubs):

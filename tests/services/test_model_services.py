@@ -16,9 +16,9 @@ from libs.engines.protocol import EngineOptions
 from libs.engines.talkface import TalkfaceEngine
 from services.dicetalk.server import DiceTalkSettings, create_dicetalk_server
 from talkserve.common.v1 import common_pb2
-from talkserve.dicetalk.v1 import dicetalk_pb2, dicetalk_pb2_grpc
+from talkserve.dicetalk.v1 import dicetalk_pb2
 from talkserve.worker.v1 import worker_pb2, worker_pb2_grpc
-from tests.servers import fresh_bucket
+from tests.servers import dicetalk_stubs, fresh_bucket
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def replica(store):
 
 @pytest.fixture
 def stub(replica):
-    with grpc.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
-        yield dicetalk_pb2_grpc.DiceTalkServiceStub(channel), worker_pb2_grpc.WorkerServiceStub(channel)
+    with dicetalk_stubs(replica.port) as stubs:
+        yield stubs
 
 
 def test_health_goes_from_not_serving_to_serving_when_the_engine_is_loaded(store):
