@@ -60,21 +60,28 @@ def _poly_mask(polygon: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndar
     return m.astype(np.float32) * (1.0 / 255.0)
 
 
-def _curve(points: np.ndarray, steps: int = 4) -> np.ndarray:
-    """A smooth curve through a lip contour (Catmull-Rom, `steps` pieces between points),
-    so the opening is not a polygon with FaceMesh's few corners."""
+def _curve_basis(n: int, steps: int) -> np.ndarray:
+    """The matrix taking n contour points to the points of a Catmull-Rom curve through
+    them (`steps` pieces between neighbours, ends continued straight)."""
+    t = np.arange(steps) / steps
+    w = 0.5 * np.stack([-t + 2 * t ** 2 - t ** 3, 2 - 5 * t ** 2 + 3 * t ** 3,
+                        t + 4 * t ** 2 - 3 * t ** 3, -t ** 2 + t ** 3], 1)  # (steps, 4)
+    # the points with one more at each end (2 p0 - p1, ..., 2 p[n-1] - p[n-2])
+    ext = np.zeros((n + 2, n))
+    ext[1:-1] = np.eye(n)
+    ext[0, 0], ext[0, 1], ext[-1, -1], ext[-1, -2] = 2, -1, 2, -1
+    rows = [w @ ext[k - 1:k + 3] for k in range(1, n)]
+    return np.concatenate(rows + [np.eye(n)[-1:]])
+
+
+_BASIS = {n: _curve_basis(n, 4) for n in (len(_UPPER),)}
+
+
+def _curve(points: np.ndarray) -> np.ndarray:
+    """A smooth curve through a lip contour, so the opening is not a polygon with
+    FaceMesh's few corners."""
     p = np.asarray(points, np.float64)
-    if len(p) < 3:
-        return p
-    ext = np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
-    t = (np.arange(steps) / steps)[:, None]
-    out = []
-    for k in range(1, len(ext) - 2):
-        p0, p1, p2, p3 = ext[k - 1], ext[k], ext[k + 1], ext[k + 2]
-        out.append(0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t ** 2
-                          + (-p0 + 3 * p1 - 3 * p2 + p3) * t ** 3))
-    out.append(p[-1:])
-    return np.concatenate(out)
+    return _BASIS[len(p)] @ p
 
 
 def opening_polygon(pts: np.ndarray) -> np.ndarray:
