@@ -476,7 +476,6 @@ class MouthInterior:
     def _drawn_rows(self, box: tuple) -> tuple:
         """Upper and lower teeth drawn in the portrait's space."""
         x0, y0, x1, y1 = box
-        h, w = y1 - y0, x1 - x0
         pts = self.rest[:, :2]
         up, lo = pts[_UPPER], pts[_LOWER]
         xs = np.arange(x0, x1, dtype=np.float64)

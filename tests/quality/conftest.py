@@ -12,6 +12,7 @@ import pytest
 from scipy.signal import resample_poly
 
 from libs.speech import Speech, to_arpabet
+from libs.talkface import api
 
 VOICE = "en-us"
 
@@ -92,3 +93,26 @@ def frame_labels(speech: Speech, fps: float, n_frames: int) -> np.ndarray:
 @pytest.fixture(scope="session")
 def portrait_path(lips_together_portrait):
     return lips_together_portrait
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from libs.talkface.engine import Engine
+
+    return Engine()
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    from libs.talkface.face import FaceAnalyzer
+
+    return FaceAnalyzer()
+
+
+def framed_portrait(path, result: api.RenderResult) -> np.ndarray:
+    """The portrait at `path` as the frames of `result` frame it (its crop, at its size)."""
+    import cv2
+
+    x0, y0, x1, y1 = result.extra["crop_box"]
+    src = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    return cv2.resize(src[y0:y1, x0:x1], (result.width, result.height), interpolation=cv2.INTER_AREA)

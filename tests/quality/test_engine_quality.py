@@ -1,24 +1,21 @@
 """Acceptance criteria of the talkface engine, judged on its output file by the analysis pass.
 
 Speech comes from espeak-ng, whose phoneme events are the known alignment; the portrait
-is scikit-image's astronaut. Every number is measured by libs.talkface.analysis on the
-decoded MP4 (FaceMesh on each frame), never read from the engine.
+is a real photo with its lips together (Grace Hopper). Every number is measured by
+libs.talkface.analysis on the decoded MP4 (FaceMesh on each frame), never read from the engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import pytest
 
 from libs.speech import Speech, write_wav
 from libs.talkface import analysis, api, audio
-from libs.talkface.engine import Engine
-from libs.talkface.face import FaceAnalyzer
 
-from .conftest import build_speech, frame_labels
+from .conftest import build_speech, frame_labels, framed_portrait
 
 FPS = 25
 # Ordinary sentences with a pause: what lip-sync is judged on.
@@ -47,16 +44,6 @@ class Render:
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return Engine()
-
-
-@pytest.fixture(scope="module")
-def analyzer():
-    return FaceAnalyzer()
-
-
-@pytest.fixture(scope="module")
 def render(engine, analyzer, portrait_path, tmp_path_factory):
     """render(name, parts, keep_frames=False, **job) -> Render, made once per name."""
     done: dict[str, Render] = {}
@@ -75,10 +62,7 @@ def render(engine, analyzer, portrait_path, tmp_path_factory):
         video = analysis.analyze_video(out, analyzer, keep_frames=keep_frames)
         assert video.n_frames == result.frames
         assert video.face_found.all(), "the analysis lost the face on some frames"
-        x0, y0, x1, y1 = result.extra["crop_box"]
-        portrait = cv2.cvtColor(cv2.imread(str(portrait_path)), cv2.COLOR_BGR2RGB)
-        reference = cv2.resize(portrait[y0:y1, x0:x1], (result.width, result.height),
-                               interpolation=cv2.INTER_AREA)
+        reference = framed_portrait(portrait_path, result)
         ref_pts = analyzer.landmarks(reference)
         done[name] = Render(
             speech=speech, result=result, video=video,

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from libs.talkface import analysis, api, realism
-from libs.talkface.engine import Engine
-from libs.talkface.face import FaceAnalyzer
 from tests import realdata
+
+from .conftest import framed_portrait
 
 FPS = 25
 PHOTOS = ("grace_hopper", "obama_smile", "obama_speaking", "tom_hanks")
@@ -32,16 +32,6 @@ class Render:
     portrait: np.ndarray  # as the output frames frame it
     portrait_landmarks: np.ndarray
     reports: list  # a realism.MouthReport per clip
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return Engine()
-
-
-@pytest.fixture(scope="module")
-def analyzer():
-    return FaceAnalyzer()
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +56,7 @@ def rendered(engine, analyzer, clips, tmp_path_factory):
                                                      out_path=str(out), fps=FPS, min_resolution=512, crop=True))
             video = analysis.analyze_video(out, analyzer, keep_frames=True)
             assert video.face_found.all(), f"{name}: the analysis lost the face on some frames"
-            x0, y0, x1, y1 = result.extra["crop_box"]
-            src = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-            portrait = cv2.resize(src[y0:y1, x0:x1], (result.width, result.height), interpolation=cv2.INTER_AREA)
+            portrait = framed_portrait(path, result)
             ref = analyzer.landmarks(portrait)
             reports.append(realism.mouth_report(video, ref, clips[clip].wav,
                                                 realism.load_alignment(clips[clip].alignment)))
