@@ -11,15 +11,16 @@ Make videos (each command talks to --url, default http://127.0.0.1:8000):
   talkserve submit portrait --image me.jpg --audio hello.wav
   talkserve submit redub --video talk.mp4 --audio new-words.wav
   talkserve list                     your recent jobs
-  talkserve status JOB_ID            where a job is
+  talkserve status JOB_ID            where a job is (the id, or its first 8 characters)
   talkserve wait JOB_ID              follow a job with a progress bar, then download it
-  talkserve download JOB_ID          save a finished job's video
+  talkserve download JOB_ID -o a.mp4 save a finished job's video (--result mask: the re-dub's mask)
   talkserve cancel JOB_ID            stop a job
 
   talkserve demo                     start the stack, make one video, save out/demo.mp4, stop
 
 Files can be local paths or http(s) URLs. A server that needs an API key reads it from
 --api-key or the TALKSERVE_API_KEY environment variable; --url can also come from TALKSERVE_URL.
+Both may stand before the command or after it. Jobs start from the web page's defaults.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ KINDS = ("portrait", "emotion", "redub")
 EMOTIONS = ("neutral", "happy", "sad", "surprised", "angry", "disgusted", "fear", "contempt")
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
+# What the web page starts with, so a job made from the terminal looks like one made there.
+PAGE_DEFAULTS = {
+    "emotion": {"emotion": "happy", "emo_scale": "6", "min_resolution": "512", "fps": "24"},
+    "portrait": {"width": "512", "height": "512", "fps": "24"},
+    "redub": {},
+}
+
 DEMO_TEXT = ("Hello! I am a portrait brought to life by talkserve. "
              "My lips follow every word you hear, and my eyes blink now and then.")
 
@@ -68,12 +76,22 @@ class CliError(Exception):
 # -- the local stack --------------------------------------------------------------------------------
 
 
+def _start_stack(stack):
+    """Start the stack; a service that fails to start becomes a CliError quoting its log."""
+    from services.stack import StackStartError
+
+    try:
+        return stack.start()
+    except StackStartError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def _up(args: argparse.Namespace) -> int:
     from services.stack import Stack
 
     stack = Stack(data_dir=pathlib.Path(args.data_dir), host=args.host, gateway_ports=args.ports)
     say("starting the object store, the media and model services and the gateway (a minute or so)...")
-    with stack:
+    with _start_stack(stack):
         say(f"talkserve is up at {stack.url} (also on ports {args.ports[1:]})\n"
             f"  web page:  {stack.url}/\n"
             f"  API docs:  {stack.url}/docs\n"
@@ -153,7 +171,7 @@ def _demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="talkserve-demo-") as tmp:
         portrait, speech = make_demo_inputs(pathlib.Path(tmp))
         say("starting the local stack (object store, gRPC services, gateway)...")
-        with Stack(data_dir=pathlib.Path(args.data_dir), host=args.host, gateway_ports=ports) as stack:
+        with _start_stack(Stack(data_dir=pathlib.Path(args.data_dir), host=args.host, gateway_ports=ports)) as stack:
             say(f"gateway at {stack.url}; submitting a DICE-Talk job")
             started = time.monotonic()
             run_dicetalk_job(stack.url, portrait, speech, out_path)
@@ -186,12 +204,20 @@ def error_message(resp: httpx.Response) -> str:
     return text
 
 
+def normalise_url(url: str) -> str:
+    """The server's base URL; `127.0.0.1:8000` or `localhost` mean http://."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    return url.rstrip("/")
+
+
 class Client:
     """A thin client of talkserve's own API (/v1)."""
 
     def __init__(self, url: str, api_key: str | None):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.url = url.rstrip("/")
+        self.url = normalise_url(url)
         self.http = httpx.Client(base_url=self.url, headers=headers,
                                  timeout=httpx.Timeout(60.0, connect=10.0))
 
@@ -207,6 +233,29 @@ class Client:
         if resp.status_code >= 400:
             raise CliError(error_message(resp))
         return resp.json()
+
+    def job(self, job_id: str) -> dict:
+        """A job by its id, or by the start of it (the 8 characters in the file names this
+        command saves) when that start is one job's alone."""
+        job_id = job_id.strip()
+        if len(job_id) >= 32:
+            return self.request("GET", f"/v1/jobs/{job_id}")
+        if len(job_id) < 4:
+            raise CliError(f"{job_id!r} is too short to name a job: give at least 4 characters of its id")
+        found, cursor = [], None
+        while True:
+            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            page = self.request("GET", "/v1/jobs", params=params)
+            found += [j for j in page["data"] if j["id"].startswith(job_id)]
+            cursor = page.get("next_cursor")
+            if not page.get("has_more") or not cursor or len(found) > 1:
+                break
+        if not found:
+            raise CliError(f"no job of yours has an id starting with {job_id}")
+        if len(found) > 1:
+            raise CliError(f"{job_id} starts the ids of several jobs: "
+                           + ", ".join(j["id"] for j in found[:5]) + "; give more of it")
+        return self.request("GET", f"/v1/jobs/{found[0]['id']}")
 
     def create(self, fields: dict[str, str], files: dict[str, pathlib.Path]) -> dict:
         handles = {name: open(path, "rb") for name, path in files.items()}
@@ -368,9 +417,12 @@ def _finish(client: Client, job: dict, args: argparse.Namespace) -> int:
     if getattr(args, "no_download", False):
         out(job["id"])
         return 0
-    name = args.output if args.output in job["outputs"] else next(iter(job["outputs"]), None)
-    if name is None:
+    if not job["outputs"]:
         raise CliError(f"job {job['id']} finished without any output")
+    name = args.result
+    if name not in job["outputs"]:
+        raise CliError(f"job {job['id']} has no {name} to save; it has: {', '.join(job['outputs'])} "
+                       "(choose one with --result)")
     dest = pathlib.Path(args.out) if args.out else _default_out(job, name)
     size = client.download(job["id"], name, dest)
     result = job.get("result") or {}
@@ -404,12 +456,11 @@ def _submit(args: argparse.Namespace) -> int:
             if not path.is_file():
                 raise CliError(f"--{name}: no such file: {value}")
             files[name] = path
+    fields.update(PAGE_DEFAULTS[args.kind])
     if args.emotion:
         if args.kind != "emotion":
             raise CliError("--emotion is for `submit emotion` jobs")
         fields["emotion"] = args.emotion
-    elif args.kind == "emotion":
-        fields["emotion"] = "neutral"
     if args.seed is not None:
         fields["seed"] = str(args.seed)
     if args.webhook:
@@ -432,7 +483,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.request("GET", f"/v1/jobs/{args.job_id}")
+        job = client.job(args.job_id)
     if args.json:
         out(json.dumps(job, indent=2))
         return 0
@@ -450,7 +501,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _wait(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.request("GET", f"/v1/jobs/{args.job_id}")
+        job = client.job(args.job_id)
         if job["status"] not in FINAL:
             job = _follow(client, job)
         return _finish(client, job, args)
@@ -458,7 +509,7 @@ def _wait(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.request("GET", f"/v1/jobs/{args.job_id}")
+        job = client.job(args.job_id)
         if job["status"] not in FINAL:
             raise CliError(f"job {job['id']} is {job['status'].lower()}; `talkserve wait {job['id']}` "
                            "follows it and downloads the video when it is done")
@@ -467,7 +518,7 @@ def _download(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.request("POST", f"/v1/jobs/{args.job_id}/cancel")
+        job = client.request("POST", f"/v1/jobs/{client.job(args.job_id)['id']}/cancel")
     say(f"job {job['id']} cancelled")
     return 0
 
@@ -510,15 +561,19 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--data-dir", default=str(ROOT / ".talkserve"),
                        help="where the local object store keeps its data and the services their logs")
 
-    remote = argparse.ArgumentParser(add_help=False)
-    remote.add_argument("--url", default=os.environ.get("TALKSERVE_URL", DEFAULT_URL),
-                        help=f"the talkserve server (env TALKSERVE_URL; default {DEFAULT_URL})")
-    remote.add_argument("--api-key", default=os.environ.get("TALKSERVE_API_KEY"),
-                        help="your API key, if the server needs one (env TALKSERVE_API_KEY)")
+    # --url and --api-key work before the command and after it alike: the command's own copy
+    # leaves the value alone unless it is given there (SUPPRESS), so either place wins
+    for where, default in ((parser, True), (remote := argparse.ArgumentParser(add_help=False), False)):
+        where.add_argument("--url", default=(os.environ.get("TALKSERVE_URL") or DEFAULT_URL) if default
+                           else argparse.SUPPRESS,
+                           help=f"the talkserve server (env TALKSERVE_URL; default {DEFAULT_URL})")
+        where.add_argument("--api-key", default=os.environ.get("TALKSERVE_API_KEY") if default else argparse.SUPPRESS,
+                           help="your API key, if the server needs one (env TALKSERVE_API_KEY)")
 
     saving = argparse.ArgumentParser(add_help=False)
-    saving.add_argument("-o", "--out", help="where to save the video (default: <kind>-<job id>.mp4 here)")
-    saving.add_argument("--output", default="video",
+    saving.add_argument("-o", "--output", "--out", dest="out", metavar="PATH",
+                        help="where to save the video (default: <kind>-<job id>.mp4 here)")
+    saving.add_argument("--result", default="video",
                         help="which result to save: video (default), mask (redub), combined, segment_0, ...")
 
     up = sub.add_parser("up", parents=[local], formatter_class=_Help,

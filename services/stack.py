@@ -81,6 +81,19 @@ def wait_http_alive(base_url: str, timeout: float, proc: subprocess.Popen | None
     raise TimeoutError(f"{base_url} did not answer within {timeout:.0f} s")
 
 
+class StackStartError(RuntimeError):
+    """A service of the stack did not come up; the message says which and quotes its log."""
+
+
+def log_tail(path: pathlib.Path, lines: int = 6) -> str:
+    """The last lines of a service's log that say what went wrong (a traceback's last lines)."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
 @dataclass
 class Service:
     name: str
@@ -153,6 +166,14 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start()
+        except (RuntimeError, TimeoutError) as exc:
+            failed = next((svc for svc in self.services if svc.proc.poll() is not None), None)
+            self.stop()
+            if failed is None:
+                raise StackStartError(str(exc)) from exc
+            log_file = self.data_dir / "logs" / f"{failed.name}.log"
+            raise StackStartError(f"the {failed.name} service stopped while starting ({exc}); its log "
+                                  f"{log_file} ends with:\n{log_tail(log_file)}") from exc
         except BaseException:
             self.stop()
             raise

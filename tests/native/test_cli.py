@@ -88,7 +88,7 @@ def test_redub_from_urls_and_clear_errors(api, files, tmp_path):
         assert container.streams.video and container.streams.audio
     mask = tmp_path / "mask.mp4"
     job_id = next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("job "))
-    assert talkserve("download", job_id, "--url", api, "--output", "mask", "-o", str(mask)).returncode == 0
+    assert talkserve("download", job_id, "--url", api, "--result", "mask", "-o", str(mask)).returncode == 0
     assert mask.stat().st_size > 0
 
     missing = talkserve("submit", "emotion", "--url", api, "--audio", f"{files}/speech.wav")
@@ -112,3 +112,39 @@ def test_api_keys_from_the_flag_or_the_environment(keyed):
     assert talkserve("list", "--url", keyed, "--api-key", alice).returncode == 0
     assert talkserve("list", env={"TALKSERVE_URL": keyed, "TALKSERVE_API_KEY": alice}).returncode == 0
     assert requests.get(f"{keyed}/v1/jobs", headers={"Authorization": f"Bearer {alice}"}, timeout=10).ok
+
+
+def test_output_paths_global_options_urls_id_prefixes_and_page_defaults(api, portrait, speech, tmp_path):
+    """--output is where the video goes; --url works before or after the command and without
+    http://; the 8 characters of a job id the saved file names carry are enough to name the
+    job; a job asking for a result it does not have says so; jobs start from the web page's
+    defaults."""
+    out = tmp_path / "result.mp4"
+    bare = api.removeprefix("http://")
+    done = talkserve("--url", bare, "submit", "emotion", "--image", str(portrait), "--audio", str(speech),
+                     "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out) and out.stat().st_size > 0
+    job_id = next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("job "))
+    status = talkserve("status", job_id[:8], "--json", "--url", api)
+    assert status.returncode == 0, status.stderr
+    job = __import__("json").loads(status.stdout)
+    assert job["id"] == job_id
+    assert job["params"]["emotion"] == "happy" and job["params"]["min_resolution"] == 512
+    assert job["params"]["fps"] == 24 and job["params"]["emo_scale"] == 6
+    no_mask = talkserve("download", job_id[:8], "--url", api, "--result", "mask", "-o", str(tmp_path / "m.mp4"))
+    assert no_mask.returncode == 1 and "has no mask" in no_mask.stderr and "video" in no_mask.stderr
+    assert not (tmp_path / "m.mp4").exists()
+    unknown = talkserve("--url", api, "status", "ffffffff")
+    assert unknown.returncode == 1 and "no job of yours has an id starting with ffffffff" in unknown.stderr
+
+
+def test_up_reports_a_bad_setting_instead_of_a_traceback(tmp_path):
+    from services.stack import free_port
+
+    bad = talkserve("up", "--data-dir", str(tmp_path), "--ports", str(free_port("127.0.0.1")),
+                    env={"TALKSERVE_MEDIA_MAX_WORKERS": "many"}, timeout=240)
+    assert bad.returncode == 1
+    assert "Traceback" not in bad.stderr
+    assert "error: the media service stopped while starting" in bad.stderr
+    assert "max_workers" in bad.stderr.split("ends with:")[-1]  # the log's own words about the bad value
