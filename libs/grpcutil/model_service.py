@@ -20,6 +20,7 @@ from pydantic_settings import SettingsConfigDict
 
 from libs.engines.loader import check_engine, load_engine
 from libs.engines.protocol import DeviceInfo, Engine, EngineOptions
+from libs import logs
 from libs.grpcutil.jobs import SlotPool, WorkerServicer
 from libs.grpcutil.server import GrpcServer, ServerSettings, create_server, serve_until_signal
 from libs.store.client import ObjectStore
@@ -197,19 +198,12 @@ def run_forever(replica: ModelReplica, grace: float) -> None:
     serve_until_signal(replica.server, grace, on_stop=_drain)
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("TALKSERVE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def main(settings_cls: type[ModelServiceSettings], create: Callable) -> None:
     """Entry point of a model service: settings from env, the configured engine, serve until SIGTERM."""
     from libs.store.settings import StoreSettings
 
-    configure_logging()
     settings = settings_cls()
+    logs.configure(settings.replica_id or settings_cls.__name__.removesuffix("Settings").lower())
     replica = create(settings, ObjectStore(StoreSettings()))
     run_forever(replica, settings.grace_seconds)
 

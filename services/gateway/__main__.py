@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import gc
-import logging
-import os
 import socket
 
 import uvicorn
 
+from libs import logs
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 
@@ -34,13 +33,13 @@ def tune_gc() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("TALKSERVE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = GatewaySettings()
+    logs.configure(settings.gateway_id or "gateway")
     sockets = [bind(settings.host, port) for port in settings.ports]
     app = create_app(settings)
     tune_gc()
-    config = uvicorn.Config(app, log_level="info", access_log=settings.access_log,
+    # log_config=None: uvicorn's own loggers go through the handler logs.configure set up
+    config = uvicorn.Config(app, log_config=None, access_log=settings.access_log,
                             timeout_graceful_shutdown=30)
     uvicorn.Server(config).run(sockets=sockets)
 

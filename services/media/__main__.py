@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-import os
 
+from libs import logs
 from libs.grpcutil.server import serve_until_signal
 from libs.store.client import ObjectStore
 from libs.store.settings import StoreSettings
@@ -13,11 +12,8 @@ from services.media.server import MediaSettings, create_media_server
 
 def main() -> None:
     """Settings from TALKSERVE_MEDIA_* and TALKSERVE_S3_*; serve until a signal."""
-    logging.basicConfig(
-        level=os.environ.get("TALKSERVE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     settings = MediaSettings()
+    logs.configure("media")
     handle = create_media_server(settings, ObjectStore(StoreSettings()))
     serve_until_signal(handle, settings.grace_seconds)
 

@@ -56,7 +56,7 @@ PRIVATE_V6 = ["fc00::/7", "fe80::/10", "::1/128"]
 INTERNET_EGRESS = {"media", "gateway"}
 METRICS_PORT = 9464
 # TALKSERVE_* variables read with os.environ rather than by a settings class.
-PLAIN_ENV = {"TALKSERVE_LOG_LEVEL", "TALKSERVE_MODELS_DIR"}
+PLAIN_ENV = {"TALKSERVE_LOG_LEVEL", "TALKSERVE_LOG_FORMAT", "TALKSERVE_MODELS_DIR"}
 
 
 def _check_scaled_object(obj: dict) -> None:
