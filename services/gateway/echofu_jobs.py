@@ -287,7 +287,7 @@ def run_chat(pipeline: Pipeline, run: Run) -> None:
     if "question" not in state:
         heard = _unary(pipeline, run, "Recognize", voice_pb2.RecognizeRequest(audio=ref(rec.inputs["question"])))
         if not heard.text.strip():
-            raise TaskFailed("没有识别到语音内容，请重新录音（识别器为 PocketSphinx 英语模型）", "no_speech")
+            raise TaskFailed(f"没有识别到语音内容，请重新录音（英语识别器 {heard.engine}）", "no_speech")
         state["question"] = heard.text
         state["asr_engine"] = heard.engine
         pipeline.set(tid, 0.05, "Asking the chat model...", result=dict(state))

@@ -63,9 +63,10 @@ def check_prefix(prefix: str) -> str:
 class VoiceServicer(voice_pb2_grpc.VoiceServiceServicer):
     """Speech calls: short, CPU-only, no slot (espeak-ng serialises itself; recognisers are pooled)."""
 
-    def __init__(self, staging: Staging, max_text_chars: int):
+    def __init__(self, staging: Staging, max_text_chars: int, asr_engine: asr.Engine = "auto"):
         self._staging = staging
         self._max_text = max_text_chars
+        self._asr_engine = asr_engine
 
     def Synthesize(self, request, context):
         try:
@@ -116,11 +117,11 @@ class VoiceServicer(voice_pb2_grpc.VoiceServiceServicer):
 
     def Recognize(self, request, context):
         try:
-            transcript = asr.recognize(self._samples(request.audio, "asr"))
+            transcript = asr.recognize(self._samples(request.audio, "asr"), self._asr_engine)
         except Exception as exc:  # noqa: BLE001 - mapped to the fitting status
             abort_with(context, exc)
         return voice_pb2.RecognizeResponse(
-            text=transcript.text, duration_seconds=transcript.duration_s, engine=asr.ENGINE_NAME,
+            text=transcript.text, duration_seconds=transcript.duration_s, engine=transcript.engine,
             words=[voice_pb2.Word(text=w.text, start_seconds=w.start_s, end_seconds=w.end_s)
                    for w in transcript.words],
         )

@@ -15,7 +15,9 @@ import pytest
 import requests
 
 from libs.speech import profile as voice_profile
+from libs.speech import whisper_asr
 from libs.speech.espeak import synthesize, wav_bytes
+from libs.speech.wer import normalize
 from libs.talkface import analysis
 from services.gateway.settings import GatewaySettings
 from tests import servers
@@ -326,7 +328,8 @@ def test_chat_system(base, trained, chat_server):
     sent = chat_server.requests[-1]
     assert sent["model"] == "test-model" and chat_server.headers[-1]["Authorization"] == "Bearer sk-test"
     asked = sent["messages"][-1]["content"]
-    assert asked == body["question"] and "station" in asked.split()
+    assert asked == body["question"] and normalize(asked) == normalize(QUESTION)
+    assert body["asr_engine"] == whisper_asr.ENGINE_NAME
     assert body["answer"] == f"You asked about {asked}. Walk two blocks north."
     video = requests.get(f"{base}{body['response']}")
     info = _streams(video.content)

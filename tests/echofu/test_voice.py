@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy.signal import butter, lfilter
 
-from libs.speech import asr
 from libs.speech import profile as voice_profile
+from libs.speech import whisper_asr
 from libs.speech.espeak import synthesize, write_wav
+from libs.speech.wer import corpus_word_error_rate, normalize
 from libs.store.client import ObjectStore
 from libs.talkface.audio import load_audio as _samples
 from services.voice.server import VoiceSettings, create_voice_server
@@ -47,23 +48,21 @@ def _ref(key):
 
 def test_tts_is_recognised_back_by_the_asr(voice):
     stub, _ = voice
-    errors = words = 0
-    lines = []
+    pairs = []
     for i, text in enumerate(SENTENCES):
         spoken = stub.Synthesize(voice_pb2.SynthesizeRequest(text=text, language=voice_pb2.LANGUAGE_ENGLISH,
                                                              output=_ref(f"wer/{i}.wav")), timeout=60)
         assert spoken.engine == "espeak-ng-profile-1" and spoken.duration_seconds > 0.8
         heard = stub.Recognize(voice_pb2.RecognizeRequest(audio=_ref(f"wer/{i}.wav")), timeout=60)
-        assert heard.engine.startswith("pocketsphinx")
-        assert [w.text for w in heard.words] == heard.text.split()
+        assert heard.engine == whisper_asr.ENGINE_NAME
+        assert normalize(" ".join(w.text for w in heard.words)) == normalize(heard.text)
         assert all(0 <= w.start_seconds < w.end_seconds <= heard.duration_seconds + 0.05 for w in heard.words)
-        n = len(text.split())
-        errors += asr.word_error_rate(text, heard.text) * n
-        words += n
-        lines.append(f"{text!r} -> {heard.text!r}")
-    wer = errors / words
-    print(f"\nword error rate over {len(SENTENCES)} sentences: {wer:.3f}\n" + "\n".join(lines))
-    assert wer < 0.5
+        pairs.append((text, heard.text))
+    wer = corpus_word_error_rate(pairs)
+    print(f"\nword error rate over {len(SENTENCES)} sentences: {wer:.3f}\n"
+          + "\n".join(f"{t!r} -> {h!r}" for t, h in pairs))
+    # Measured: 0.06 (4 of 67 words); PocketSphinx, the fallback, 0.25 on the same speech.
+    assert wer < 0.15
 
 
 def test_profile_moves_synthesis_towards_the_reference(voice, tmp_path):

@@ -797,7 +797,7 @@ async def chat_system(request: Request, gw: GatewayDep, space: SpaceDep):
         raise _failed(rec, "对话生成")
     result = getattr(rec, "result", None) or {}
     return _ok(response="/" + params["video_path"], message="对话生成成功", task_id=task_id, engine=rec.engine,
-               question=result.get("question"), answer=result.get("answer"),
+               question=result.get("question"), asr_engine=result.get("asr_engine"), answer=result.get("answer"),
                tts_voice=result.get("tts_voice"), tts_rate_wpm=result.get("tts_rate_wpm"))
 
 
