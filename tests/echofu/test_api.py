@@ -21,6 +21,7 @@ from libs.speech.wer import normalize
 from libs.talkface import analysis
 from services.gateway.settings import GatewaySettings
 from tests import servers
+from tests.echofu.recordings import CHAT_QUESTION, CONTAINERS, record
 
 QUESTION = "Where is the nearest train station?"
 
@@ -315,8 +316,19 @@ def test_save_audio(base):
     assert r.status_code == 400
 
 
-def test_chat_system(base, trained, chat_server):
-    test_save_audio(base)
+@pytest.mark.parametrize("container", CONTAINERS)
+def test_save_audio_takes_any_container_named_input_wav(base, container, tmp_path):
+    recording = record(tmp_path / "input.wav", container)
+    r = requests.post(f"{base}/save_audio", files={"audio": ("input.wav", recording.read_bytes(), "audio/wav")})
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == "EchOfU/static/audios/input.wav"
+
+
+def test_chat_system(base, trained, chat_server, tmp_path):
+    # As the chat page sends it: WebM/Opus from the browser's recorder, named input.wav.
+    recording = record(tmp_path / "input.wav", "webm-opus", CHAT_QUESTION)
+    r = requests.post(f"{base}/save_audio", files={"audio": ("input.wav", recording.read_bytes(), "audio/wav")})
+    assert r.status_code == 200, r.text
     r = requests.post(f"{base}/chat_system", data={
         "model_name": "talkface-person", "model_param": trained["status"]["model_path"], "voice_clone": "false",
         "api_choice": "test-model"})
@@ -328,7 +340,7 @@ def test_chat_system(base, trained, chat_server):
     sent = chat_server.requests[-1]
     assert sent["model"] == "test-model" and chat_server.headers[-1]["Authorization"] == "Bearer sk-test"
     asked = sent["messages"][-1]["content"]
-    assert asked == body["question"] and normalize(asked) == normalize(QUESTION)
+    assert asked == body["question"] and normalize(asked) == "hello there this is test forty seven".split()
     assert body["asr_engine"] == whisper_asr.ENGINE_NAME
     assert body["answer"] == f"You asked about {asked}. Walk two blocks north."
     video = requests.get(f"{base}{body['response']}")

@@ -17,6 +17,7 @@ from services.voice.server import VoiceSettings, create_voice_server
 from talkserve.common.v1 import common_pb2
 from talkserve.voice.v1 import voice_pb2, voice_pb2_grpc
 from tests import servers
+from tests.echofu.recordings import CONTAINERS, DECODED_AS, decoded_as, record
 
 # Ten everyday sentences, none of them used when the English voice and the decoder were chosen.
 SENTENCES = [
@@ -63,6 +64,17 @@ def test_tts_is_recognised_back_by_the_asr(voice):
           + "\n".join(f"{t!r} -> {h!r}" for t, h in pairs))
     # Measured: 0.06 (4 of 67 words); PocketSphinx, the fallback, 0.25 on the same speech.
     assert wer < 0.15
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+def test_recognize_reads_any_container_named_input_wav(voice, container, tmp_path):
+    stub, store = voice
+    recording = record(tmp_path / "input.wav", container)
+    assert decoded_as(recording) == DECODED_AS[container]  # the test made what it says, under a .wav name
+    store.put_file(f"chat/{container}/input.wav", str(recording))
+    heard = stub.Recognize(voice_pb2.RecognizeRequest(audio=_ref(f"chat/{container}/input.wav")), timeout=60)
+    assert normalize(heard.text) == "hello there this is test forty seven".split(), heard.text
+    assert 1.5 < heard.duration_seconds < 3.5
 
 
 def test_profile_moves_synthesis_towards_the_reference(voice, tmp_path):
