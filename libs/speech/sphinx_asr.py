@@ -2,8 +2,8 @@
 
 The acoustic model, the 3-gram language model and the pronunciation dictionary are the
 ones in the `pocketsphinx` wheel; nothing is downloaded. PocketSphinx is a small HMM
-recogniser: 28 % of the words wrong on clear read speech and about 60 % on espeak-ng's
-voices (bench/bench_asr.py), so the chat uses it only where Whisper is not installed
+recogniser: 27 % of the words wrong on clear read speech and 55 % on espeak-ng's voices
+(bench/bench_asr.py), so the chat uses it only where Whisper is not installed
 (libs/speech/asr.py chooses). Decoders are not thread-safe and take about a second to
 load, so finished ones wait in a pool for the next call instead of being made per call
 or per thread.
@@ -30,9 +30,12 @@ FRAMES_PER_SECOND = 100
 MAX_CHUNK_SECONDS = 20.0
 MIN_CHUNK_SECONDS = 12.0
 
-# Decoder settings beyond the model's defaults. Dither: synthetic and padded audio holds
-# runs of exact zeros, whose log-spectra are degenerate and throw off normalisation.
-DECODER_OPTIONS: dict = {"dither": True}
+# Decoder settings beyond the model's defaults, the best of those bench/bench_asr.py tried
+# (language weight, beams, dither, passes). Dither: synthetic and padded audio holds runs of
+# exact zeros, whose log-spectra are degenerate and throw off normalisation (without it 69 %
+# of espeak-ng's words come back wrong instead of 60 %). No flat-lexicon second pass: on
+# espeak-ng speech 55 % instead of 60 % wrong, on real speech the same 27 %, and faster.
+DECODER_OPTIONS: dict = {"dither": True, "fwdflat": False}
 
 _ALT_PRONUNCIATION = re.compile(r"\(\d+\)$")
 _pool: queue.SimpleQueue = queue.SimpleQueue()
