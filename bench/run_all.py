@@ -54,6 +54,7 @@ BENCHES = [
     Bench("concat", "Joining clips", ["bench/bench_concat.py"], ["--clips", "3", "--seconds", "1", "--repeat", "1"],
           timeout=300),
     Bench("scaleout", "Scale-out", ["-m", "bench.bench_scaleout"], ["--jobs", "4", "--size", "256", "--seconds", "4"], timeout=600),
+    Bench("asr", "Speech recognition", ["-m", "bench.bench_asr"], ["--quick"], timeout=900),
 ]
 
 
@@ -316,6 +317,9 @@ def details_md(res: dict) -> list[str]:
         elif name == "Engine":
             for r in d.get("lengths") or []:
                 out.append(f"- {r}")
+        elif name == "Speech recognition":
+            out += [f"Every recogniser compared (chosen: {d['chosen']}); WER after normalising numbers, "
+                    "hyphens and spelling (libs/speech/wer.py):", "", d["table_md"]]
     except (KeyError, TypeError) as exc:
         out.append(f"(details incomplete: {exc})")
     return out + [""]
