@@ -28,33 +28,35 @@ __all__ = ["ENGINES", "Engine", "Transcript", "Word", "engine_name", "recognize"
 _warned = False
 
 
-def engine_name(engine: Engine = "auto") -> str:
-    """The name of the recogniser that `engine` stands for on this install."""
+def engine_name(engine: Engine = "auto", models_dir: str | os.PathLike | None = None) -> str:
+    """The name of the recogniser that `engine` stands for on this install (`models_dir`: where
+    scripts/fetch_models.py put the models, when not the default folder)."""
     global _warned
     if engine not in ENGINES:
         raise ValueError(f"unknown speech recogniser {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "pocketsphinx":
         return sphinx_asr.ENGINE_NAME
-    if whisper_asr.available():
+    if whisper_asr.available(models_dir):
         return whisper_asr.ENGINE_NAME
     if engine == "whisper":
         raise RuntimeError("the Whisper recogniser is not installed: it needs faster-whisper and "
-                           f"{whisper_asr.model_dir()} (`python -m scripts.fetch_models`)")
+                           f"{whisper_asr.model_dir(models_dir)} (`python -m scripts.fetch_models`)")
     if not _warned:
         log.warning("Whisper is not installed: speech is recognised by PocketSphinx, which gets far more words wrong")
         _warned = True
     return sphinx_asr.ENGINE_NAME
 
 
-def recognize(samples: np.ndarray, engine: Engine = "auto") -> Transcript:
+def recognize(samples: np.ndarray, engine: Engine = "auto", models_dir: str | os.PathLike | None = None) -> Transcript:
     """Recognise English speech in float32 mono samples at 16 kHz."""
-    if engine_name(engine) == whisper_asr.ENGINE_NAME:
-        return whisper_asr.recognize(samples)
+    if engine_name(engine, models_dir) == whisper_asr.ENGINE_NAME:
+        return whisper_asr.recognize(samples, models_dir)
     return sphinx_asr.recognize(samples)
 
 
-def recognize_file(path: str | os.PathLike, engine: Engine = "auto") -> Transcript:
+def recognize_file(path: str | os.PathLike, engine: Engine = "auto",
+                   models_dir: str | os.PathLike | None = None) -> Transcript:
     """Recognise English speech in any audio file PyAV decodes, told apart by its content, not its name."""
     from libs.talkface.audio import load_audio
 
-    return recognize(load_audio(path), engine)
+    return recognize(load_audio(path), engine, models_dir)

@@ -40,34 +40,30 @@ THREADS = min(4, os.cpu_count() or 1)
 TRANSCRIBE_OPTIONS = {"language": "en", "beam_size": 5, "condition_on_previous_text": False,
                       "vad_filter": True, "word_timestamps": True}
 
-_model = None
-_model_lock = threading.Lock()
+_models: dict[Path, object] = {}
+_models_lock = threading.Lock()
 
 
-def model_dir() -> Path:
-    """The folder scripts/fetch_models.py writes Whisper base to."""
-    return models_root() / MODEL_DIR
+def model_dir(models_dir: str | os.PathLike | None = None) -> Path:
+    """The folder scripts/fetch_models.py writes Whisper base to, in `models_dir` or the default models folder."""
+    return models_root(models_dir) / MODEL_DIR
 
 
-def available() -> bool:
+def available(models_dir: str | os.PathLike | None = None) -> bool:
     """Whether faster-whisper is installed and the model fetched."""
-    return importlib.util.find_spec("faster_whisper") is not None and (model_dir() / "model.bin").is_file()
+    return importlib.util.find_spec("faster_whisper") is not None and (model_dir(models_dir) / "model.bin").is_file()
 
 
-def _load():
+def model(models_dir: str | os.PathLike | None = None):
+    """The process's model from that folder, loaded on first use (about 2 s); calls on it may overlap."""
     from faster_whisper import WhisperModel
 
-    log.info("loading Whisper base from %s (%s, %d threads)", model_dir(), COMPUTE_TYPE, THREADS)
-    return WhisperModel(str(model_dir()), device="cpu", compute_type=COMPUTE_TYPE, cpu_threads=THREADS)
-
-
-def model():
-    """The process's one model, loaded on first use (about a second); calls on it may overlap."""
-    global _model
-    with _model_lock:
-        if _model is None:
-            _model = _load()
-        return _model
+    folder = model_dir(models_dir)
+    with _models_lock:
+        if folder not in _models:
+            log.info("loading Whisper base from %s (%s, %d threads)", folder, COMPUTE_TYPE, THREADS)
+            _models[folder] = WhisperModel(str(folder), device="cpu", compute_type=COMPUTE_TYPE, cpu_threads=THREADS)
+        return _models[folder]
 
 
 def transcribe(whisper_model, samples: np.ndarray, engine: str) -> Transcript:
@@ -86,6 +82,6 @@ def transcribe(whisper_model, samples: np.ndarray, engine: str) -> Transcript:
     return Transcript(text, words, duration, engine)
 
 
-def recognize(samples: np.ndarray) -> Transcript:
+def recognize(samples: np.ndarray, models_dir: str | os.PathLike | None = None) -> Transcript:
     """Recognise English speech in float32 mono samples at 16 kHz with Whisper base."""
-    return transcribe(model(), samples, ENGINE_NAME)
+    return transcribe(model(models_dir), samples, ENGINE_NAME)

@@ -38,10 +38,10 @@ def create_voice_server(settings: VoiceSettings, store: ObjectStore, engine_fact
     """
 
     # Chosen now, so that a replica told to use a recogniser it lacks fails at start, not at its first chat.
-    log.info("speech recogniser: %s", asr.engine_name(settings.asr_engine))
+    log.info("speech recogniser: %s", asr.engine_name(settings.asr_engine, settings.models_dir))
 
     def register(server, slots, engines, staging):
-        voice = VoiceServicer(staging, settings.max_text_chars, settings.asr_engine)
+        voice = VoiceServicer(staging, settings.max_text_chars, settings.asr_engine, settings.models_dir)
         voice_pb2_grpc.add_VoiceServiceServicer_to_server(voice, server)
         voice_pb2_grpc.add_PersonServiceServicer_to_server(PersonServicer(slots, engines, staging, settings), server)
         return [voice_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("VoiceService", "PersonService")]

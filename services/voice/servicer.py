@@ -63,10 +63,11 @@ def check_prefix(prefix: str) -> str:
 class VoiceServicer(voice_pb2_grpc.VoiceServiceServicer):
     """Speech calls: short, CPU-only, no slot (espeak-ng serialises itself; recognisers are pooled)."""
 
-    def __init__(self, staging: Staging, max_text_chars: int, asr_engine: asr.Engine = "auto"):
+    def __init__(self, staging: Staging, max_text_chars: int, asr_engine: asr.Engine = "auto",
+                 models_dir: str | None = None):
         self._staging = staging
         self._max_text = max_text_chars
-        self._asr_engine = asr_engine
+        self._asr = (asr_engine, models_dir)
 
     def Synthesize(self, request, context):
         try:
@@ -117,7 +118,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServiceServicer):
 
     def Recognize(self, request, context):
         try:
-            transcript = asr.recognize(self._samples(request.audio, "asr"), self._asr_engine)
+            transcript = asr.recognize(self._samples(request.audio, "asr"), *self._asr)
         except Exception as exc:  # noqa: BLE001 - mapped to the fitting status
             abort_with(context, exc)
         return voice_pb2.RecognizeResponse(

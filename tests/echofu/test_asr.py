@@ -67,6 +67,10 @@ def test_pocketsphinx_is_the_fallback_where_the_whisper_model_is_missing(tmp_pat
     assert first == sphinx_asr.ENGINE_NAME
     assert "scripts.fetch_models" in second
     assert "Whisper is not installed" in out.stderr  # said once, in the log
+    # A service told where its models are (TALKSERVE_VOICE_MODELS_DIR) looks there.
+    assert asr.engine_name("auto", models_dir=tmp_path) == sphinx_asr.ENGINE_NAME
+    with pytest.raises(RuntimeError, match=str(tmp_path)):
+        asr.engine_name("whisper", models_dir=tmp_path)
 
 
 @pytest.mark.parametrize("voice", ["en-us+klatt4", "en-us"])
