@@ -237,7 +237,7 @@ def rows(results: list[dict]) -> list[dict]:
             "right in en-us and en-us+klatt4 (the chat test's voice)",
             {"en-us", "en-us+klatt4"} <= set(right) if len(c["chat_question"]) > 1 else None, higher_is_better=True,
             note="; ".join(f"{v}: {x['heard']!r}" for v, x in c["chat_question"].items())),
-        row("Speech recognition", f"real-time factor on real speech, {chosen_engine}", c["rtf_real"], "",
+        row("Speech recognition", f"real-time factor on real speech, {chosen_engine}", c["rtf_real"], "× real time",
             base_name, b["rtf_real"], "≤ 0.5", c["rtf_real"] <= 0.5,
             target_ratio=0.5 / b["rtf_real"] if b["rtf_real"] else None,
             note=f"{by[CHOSEN]['threads']} cores; on the espeak-ng sentences {c['rtf_espeak']:.2f}: "
