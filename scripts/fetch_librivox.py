@@ -2,7 +2,8 @@
 
 The `pocketsphinx==5.1.1` sdist on PyPI carries, as test data, five clips of a person
 reading Jane Austen's *Sense and Sensibility* (LibriVox, public domain; 16 kHz mono WAV,
-24.7 s in all) with their texts. They are fetched at run time with pip (`--no-binary
+24.7 s in all) with their texts and a PocketSphinx forced alignment of their words and
+phones (`.phone.json`). They are fetched at run time with pip (`--no-binary
 :all:` so the sdist, not a wheel; sha256-checked) into `<repo>/.tmp/data/` and never
 committed. Three of them are also in the shared data folder (shared/data/speech).
 
@@ -30,20 +31,28 @@ CLIP_NAMES = tuple(f"sense_and_sensibility_01_austen_64kb-{n:04d}" for n in (870
 
 @dataclass(frozen=True)
 class Clip:
-    """One recorded sentence: its name, the WAV file and what the reader says."""
+    """One recorded sentence: its name, the WAV file, what the reader says and when each
+    phone of it is said."""
 
     name: str
     wav: Path
     text: str
+    alignment: Path
+
+    @property
+    def number(self) -> str:
+        """The clip's number in the recording (0870, 0880, ...)."""
+        return self.name.rsplit("-", 1)[-1]
 
 
 def _clip(name: str, cache: Path) -> Clip:
-    return Clip(name, cache / f"{name}.wav", (cache / f"{name}.txt").read_text().strip())
+    return Clip(name, cache / f"{name}.wav", (cache / f"{name}.txt").read_text().strip(),
+                cache / f"{name}.phone.json")
 
 
 def clips(cache: Path = CACHE_DIR) -> list[Clip]:
     """The five clips, fetched on first use; raises FetchError when they cannot be had."""
-    wanted = [cache / f"{n}{ext}" for n in CLIP_NAMES for ext in (".wav", ".txt")]
+    wanted = [cache / f"{n}{ext}" for n in CLIP_NAMES for ext in (".wav", ".txt", ".phone.json")]
     if not all(p.is_file() for p in wanted):
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="talkserve-librivox-") as tmp:

