@@ -2,7 +2,9 @@
 
 The writer takes one RGB frame at a time and encodes it on a background thread behind
 a short queue, so rendering the next frame overlaps encoding this one while memory
-stays bounded whatever the video's length. The reader decodes one frame at a time.
+stays bounded whatever the video's length. It encodes with libx264, or with NVIDIA's
+NVENC (`h264_nvenc`) where the PyAV build has it and a GPU opens it (`choose_codec`).
+The reader decodes one frame at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,44 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 
+X264 = "libx264"
+NVENC = "h264_nvenc"
+_nvenc: Optional[tuple] = None  # (works, why not), probed once per process
+
+
+def choose_codec(gpu: bool) -> tuple[str, str]:
+    """The H.264 encoder for a render on a GPU (`gpu`) or not, and why that one.
+
+    NVENC when the render is on a GPU, PyAV lists h264_nvenc (`av.codecs_available`) and
+    the encoder really opens (a PyAV wheel carries it whether or not a driver and a GPU
+    are there); otherwise libx264 on CPU threads."""
+    global _nvenc
+    if not gpu:
+        return X264, "the render runs on the CPU"
+    if _nvenc is None:
+        _nvenc = _probe_nvenc()
+    works, why_not = _nvenc
+    return (NVENC, "NVENC opened on this GPU") if works else (X264, why_not)
+
+
+def _probe_nvenc() -> tuple[bool, str]:
+    import io
+
+    import av
+
+    if NVENC not in av.codecs_available:
+        return False, "this PyAV build has no h264_nvenc"
+    try:
+        with av.open(io.BytesIO(), mode="w", format="mp4") as container:
+            stream = container.add_stream(NVENC, rate=24)
+            stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
+            frame = av.VideoFrame.from_ndarray(np.zeros((384, 256), np.uint8), format="yuv420p")
+            for packet in [*stream.encode(frame), *stream.encode()]:
+                container.mux(packet)
+    except Exception as exc:  # no driver, no GPU, no free NVENC session: libx264 instead
+        return False, f"h264_nvenc did not open: {exc}"
+    return True, ""
+
 
 def _rate(fps: Union[int, float, Fraction]) -> Fraction:
     if isinstance(fps, Fraction):
@@ -31,16 +71,17 @@ def _rate(fps: Union[int, float, Fraction]) -> Fraction:
 
 
 class VideoWriter:
-    """Silent H.264 (yuv420p, libx264) MP4 writer fed one frame at a time.
+    """Silent H.264 (yuv420p; libx264, or h264_nvenc) MP4 writer fed one frame at a time.
 
     Frames are RGB uint8 (H, W, 3) of the size given here, or (H, W) gray for masks.
     Width and height must be even (4:2:0 chroma). Use as a context manager or call
-    `close()`; `abort()` stops and deletes the partial file.
+    `close()`; `abort()` stops and deletes the partial file. `crf` is NVENC's constant
+    quality (`cq`) when `codec` is h264_nvenc, whose preset is its own (p4).
     """
 
     def __init__(self, path: Union[str, os.PathLike], width: int, height: int,
                  fps: Union[int, float, Fraction], *, crf: int = 20, preset: str = "veryfast",
-                 threads: int = 0, queue_size: int = 6, background: bool = True):
+                 threads: int = 0, queue_size: int = 6, background: bool = True, codec: str = X264):
         import av
 
         if width % 2 or height % 2 or width <= 0 or height <= 0:
@@ -50,14 +91,19 @@ class VideoWriter:
         self.frames = 0
         # faststart: players (and browsers) can start before the whole file has arrived
         self._container = av.open(self.path, mode="w", options={"movflags": "+faststart"})
-        stream = self._container.add_stream("libx264", rate=_rate(fps))
+        self.codec = codec
+        stream = self._container.add_stream(codec, rate=_rate(fps))
         stream.width, stream.height = self.width, self.height
         stream.pix_fmt = "yuv420p"
-        # x264 drops small coefficients of moving blocks (its dead zone) more eagerly than
-        # of still ones, which wipes the skin's fine detail off a talking face while the
-        # background keeps it; a narrower dead zone keeps it (at about 1.5x the bitrate).
-        stream.options = {"preset": preset, "crf": str(crf), "x264-params": "deadzone-inter=6:deadzone-intra=6"}
-        if threads:
+        if codec == NVENC:
+            # constant quality (cq) with no bitrate cap: NVENC's counterpart of x264's crf
+            stream.options = {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(crf), "b": "0"}
+        else:
+            # x264 drops small coefficients of moving blocks (its dead zone) more eagerly than
+            # of still ones, which wipes the skin's fine detail off a talking face while the
+            # background keeps it; a narrower dead zone keeps it (at about 1.5x the bitrate).
+            stream.options = {"preset": preset, "crf": str(crf), "x264-params": "deadzone-inter=6:deadzone-intra=6"}
+        if threads and codec != NVENC:
             stream.codec_context.thread_count = threads
         self._stream = stream
         self._error: Optional[BaseException] = None
