@@ -36,7 +36,7 @@ from .api import (
     RenderResult,
     StopFn,
 )
-from .encode import VideoReader, VideoWriter
+from .encode import X264, VideoReader, VideoWriter
 from .face import FaceAnalyzer
 from .mouth import MouthInterior, refine_inner_lips
 from .recogniser import PhoneRecogniser
@@ -106,13 +106,36 @@ def _pad_to(samples: np.ndarray, seconds: float) -> np.ndarray:
     return samples
 
 
+class _NumbaFrames:
+    """The default render, one frame at a time: render.Warper's numba warp, then the mouth."""
+
+    batch = 1
+
+    def __init__(self, warper: R.Warper, interior: MouthInterior):
+        self.warper, self.interior = warper, interior
+
+    def render(self, first: int, pts: np.ndarray, skulls: np.ndarray, mandibles: np.ndarray) -> np.ndarray:
+        """Frames first.. (here one) from their clamped landmarks and teeth affines."""
+        frame = self.warper.warp(pts[0])
+        self.interior.draw(frame, pts[0], skulls[0], mandibles[0], first)
+        return frame[None]
+
+
 class Engine:
     """The built-in engine: load once, then call per job. Jobs may run on several threads
-    at once; they share the face models behind a lock."""
+    at once; they share the face models behind a lock.
+
+    Portrait frames render on the CPU with numba by default; with `render_device` (a torch
+    device: "cpu", "cuda", "cuda:1") they render with torch on that device, `batch` frames
+    at a time (torch_render.py; torch is imported only then; re-dubs a frame at a time, each
+    frame being its own portrait), and `codec` names the H.264 encoder (encode.choose_codec;
+    a re-dub's mask video is always libx264's).
+    """
 
     name = ENGINE_NAME
 
-    def __init__(self, models_dir=None, threads: int = 2):
+    def __init__(self, models_dir=None, threads: int = 2, render_device: Optional[str] = None,
+                 batch: int = 16, codec: str = X264):
         self.threads = max(1, int(threads))
         self.face = FaceAnalyzer(models_dir, threads=self.threads)
         # A frame's warp is small work: OpenCV's worker threads cost more in handoffs than
@@ -120,8 +143,47 @@ class Engine:
         # thread each: 10 s at 512 px took 1.39 s of CPU instead of 1.71 s, and less time.
         cv2.setNumThreads(1)
         R.compile_kernels()
+        self.render_device = render_device
+        self.batch = max(1, int(batch))
+        self.codec = codec
+        if render_device is not None:
+            import torch
+
+            from . import torch_render  # noqa: F401 - fail here, not in the first job, without torch
+
+            if torch.device(render_device).type == "cpu":
+                # like the numba path: the render on one thread, the encoder on the others
+                torch.set_num_threads(max(1, self.threads - self.encoder_threads))
         # started by the first generate(): re-dubs and person models never need it
         self.phones = PhoneRecogniser()
+
+    def _frames(self, warper: R.Warper, interior: MouthInterior):
+        """The renderer of a portrait job's frames."""
+        if self.render_device is None:
+            return _NumbaFrames(warper, interior)
+        from .torch_render import TorchFrames
+
+        return TorchFrames(warper, interior, self.render_device, self.batch)
+
+    def _redub_frame(self):
+        """How a re-dub renders each frame (its own portrait, so one frame at a time)."""
+        if self.render_device is None:
+            return _numba_redub_frame
+        import functools
+
+        from .torch_render import redub_frame
+
+        return functools.partial(redub_frame, device=self.render_device)
+
+    def _render_notes(self, batch: int) -> dict:
+        """How a portrait job's frames were made: the render, its device and batch, the encoder."""
+        torch_render = self.render_device is not None
+        notes = {"render": "torch" if torch_render else "numba",
+                 "render_device": str(self.render_device) if torch_render else "cpu",
+                 "batch": batch, "encoder": self.codec}
+        if self.codec == X264:
+            notes["encoder_threads"] = self.encoder_threads
+        return notes
 
     @property
     def encoder_threads(self) -> int:
@@ -233,23 +295,24 @@ class Engine:
         warper = R.Warper(img, M.lip_edges_inwards(rest, fields.frame, cap=0.02 if shut else 0.006))
         oh, ow = img.shape[:2]
         report = _Reporter(progress, "render", n)
-        writer = VideoWriter(job.out_path, ow, oh, job.fps, threads=self.encoder_threads)
+        frames = self._frames(warper, interior)
+        writer = VideoWriter(job.out_path, ow, oh, job.fps, threads=self.encoder_threads, codec=self.codec)
         ready = 0
         try:
-            for i in range(n):
+            for start in range(0, n, frames.batch):
                 _check_stop(should_stop)
-                while i >= ready:
+                chunk = range(start, min(n, start + frames.batch))
+                while chunk[-1] >= ready:
                     first, span = next(spans)
                     plan.set_mouth(first, span)
                     ready = first + len(span.open)
                     if first == 0 and progress:
                         progress(Progress("analyse", 2, 2, "rendering while the speech is analysed"))
-                pts = warper.clamp(plan.points(i))
-                frame = warper.warp(pts)
-                skull, mandible = plan.teeth_transforms(i)
-                interior.draw(frame, pts, skull, mandible, i)
-                writer.write(frame)
-                report(i + 1)
+                pts = np.stack([warper.clamp(plan.points(i)) for i in chunk])
+                skulls, mandibles = (np.stack(t) for t in zip(*(plan.teeth_transforms(i) for i in chunk)))
+                for i, frame in zip(chunk, frames.render(start, pts, skulls, mandibles)):
+                    writer.write(frame)
+                    report(i + 1)
             if progress:
                 progress(Progress("encode", 0, 1, "finishing the video file"))
             writer.close()
@@ -266,7 +329,7 @@ class Engine:
             frames=n, fps=fps, width=ow, height=oh, duration_s=n / fps,
             extra={"crop_box": list(map(int, box)), "emotion": job.emotion,
                    "emo_scale": float(job.emo_scale), "seed": int(job.seed),
-                   "render_seconds": round(elapsed, 3)},
+                   "render_seconds": round(elapsed, 3), **self._render_notes(frames.batch)},
         )
 
     # ------------------------------------------------------------------ re-dub
@@ -299,9 +362,9 @@ class Engine:
         if ow < 2 or oh < 2:
             raise BadVideoError("the video picture is too small")
         report = _Reporter(progress, "render", n)
-        writer = VideoWriter(job.out_path, ow, oh, reader.fps, threads=self.encoder_threads)
+        writer = VideoWriter(job.out_path, ow, oh, reader.fps, threads=self.encoder_threads, codec=self.codec)
         mask_writer = VideoWriter(job.mask_out_path, ow, oh, reader.fps, threads=1, crf=28)
-        dub = _Redubber(self.face, track, seed=job.seed)
+        dub = _Redubber(self.face, track, seed=job.seed, render=self._redub_frame())
         loops = 0
         try:
             for i, (frame, loops) in enumerate(reader.looped(n, ow, oh)):
@@ -328,7 +391,8 @@ class Engine:
         return RenderResult(
             frames=n, fps=fps, width=ow, height=oh, duration_s=n / fps,
             extra={"source_frames": reader.frame_count, "loops": loops,
-                   "frames_without_face": dub.faceless, "render_seconds": round(elapsed, 3)},
+                   "frames_without_face": dub.faceless, "render_seconds": round(elapsed, 3),
+                   **self._render_notes(1)},
         )
 
 
@@ -339,8 +403,9 @@ class _Redubber:
     and its lips brought together (mouth.MouthInterior), then the same jaw, lip shapes
     and mouth inside as a portrait job move it from the new speech."""
 
-    def __init__(self, face: FaceAnalyzer, track: MouthTrack, seed: int = 0):
+    def __init__(self, face: FaceAnalyzer, track: MouthTrack, seed: int = 0, render=None):
         self.face = face
+        self.render = render or _numba_redub_frame
         self.prev: Optional[np.ndarray] = None
         self.faceless = 0
         self.track = track
@@ -379,17 +444,24 @@ class _Redubber:
         warper = R.Warper(rgb, M.lip_edges_inwards(pts, fr, cap=0.02), vertices=_lower_face(fields),
                           ring_scale=0.3)
         dest = warper.clamp(dest)
-        out, moved = warper.warp_with_mask(dest)
         anchors = pts[list(F.LIPS_ALL)]
         src = anchors[:, :2].astype(np.float64)
         mandible = M.fit_affine(src, src + float(weights["jaw"][0]) * fields.bone(anchors))
-        interior.draw(out, dest, M.fit_affine(src, src), mandible, i)
+        out, moved = self.render(warper, interior, dest, M.fit_affine(src, src), mandible, i)
         mask = np.zeros((h, w), np.uint8)
         x0, y0, x1, y1 = warper.roi
         mask[y0:y1, x0:x1] = moved
         cv2.fillPoly(mask, [np.round(dest[list(F.LIPS_INNER), :2]).astype(np.int32)], 255)
         mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
         return out, mask
+
+
+def _numba_redub_frame(warper: R.Warper, interior: MouthInterior, dest: np.ndarray, skull: np.ndarray,
+                       mandible: np.ndarray, i: int) -> tuple:
+    """A re-dubbed frame with numba: the warp and its moved-pixels mask, then the mouth."""
+    out, moved = warper.warp_with_mask(dest)
+    interior.draw(out, dest, skull, mandible, i)
+    return out, moved
 
 
 def _lower_face(fields: M.ActionFields) -> np.ndarray:
