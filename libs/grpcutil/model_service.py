@@ -230,7 +230,8 @@ def portrait_work(staging: Staging, engines: EnginePool, job_id: str,
                 result = named(engine.generate(job, progress, should_stop), engine)
             progress(api.Progress("upload", 0, 1, "Saving video..."))
             staging.publish(tmp / "video.mp4", output, result)
-            log.info("job %s finished: %d frames in %.2f s", job_id, result.frames, time.monotonic() - started)
+            log.info("job %s finished: %d frames in %.2f s (%s)", job_id, result.frames, time.monotonic() - started,
+                     result.extra)
             return result
 
     return work

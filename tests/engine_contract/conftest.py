@@ -12,6 +12,7 @@ from PIL import Image
 from skimage import data
 
 from libs.speech.espeak import synthesize, write_wav
+from tests import servers
 
 ENGINE = "tinytorch-test"
 # Swaps red and blue: every output pixel shows that these weights, not defaults, were loaded.
@@ -56,3 +57,10 @@ def inputs(tmp_path_factory) -> dict[str, pathlib.Path]:
     Image.fromarray(data.astronaut()).resize((256, 256)).save(folder / "portrait.png")
     write_wav(synthesize("Bob made a map of the moon.", voice="en"), folder / "speech.wav")
     return {"portrait": folder / "portrait.png", "speech": folder / "speech.wav"}
+
+
+@pytest.fixture(scope="module")
+def bucket(seaweed):
+    """A bucket of the test store of its own, for one module."""
+    with servers.fresh_bucket(seaweed.settings) as settings:
+        yield settings

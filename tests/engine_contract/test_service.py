@@ -33,12 +33,6 @@ def _settings(engine, weights_dir, **kw) -> DiceTalkSettings:
 
 
 @pytest.fixture(scope="module")
-def bucket(seaweed):
-    with servers.fresh_bucket(seaweed.settings) as settings:
-        yield settings
-
-
-@pytest.fixture(scope="module")
 def replica(bucket, tiny_engine_installed, weights_dir, inputs):
     store = ObjectStore(bucket)
     store.put_file("inputs/portrait.png", str(inputs["portrait"]))
@@ -100,18 +94,18 @@ def test_cancelling_the_rpc_stops_the_engine_and_frees_the_slot(stubs):
     assert err.value.code() == grpc.StatusCode.CANCELLED
 
 
-def test_a_dicetalk_job_through_the_gateway(replica, bucket, inputs):
-    """The DICE-Talk REST API end to end on the tiny engine: the job names it, the video has sound."""
+def dicetalk_job_through_the_gateway(replica, bucket, inputs, size: int = 128) -> tuple[dict, dict]:
+    """A DICE-Talk job on `replica` through the gateway's REST API, waited for: the gateway's
+    /api/health and the finished job (/v1/jobs); asserts the video downloads, with sound."""
     media = create_media_server(MediaSettings(port=0), ObjectStore(bucket))
     back = servers.Backend(bucket, f"127.0.0.1:{media.port}", {
         "dicetalk": [f"127.0.0.1:{replica.port}"], "echomimic": [], "latentsync": [], "voice": []}, [replica])
     try:
         with servers.gateway(back) as url:
             health = requests.get(f"{url}/api/health", timeout=10).json()
-            assert health["model_loaded"] and health["gpu_available"] is False
             with open(inputs["portrait"], "rb") as img, open(inputs["speech"], "rb") as aud:
                 started = requests.post(f"{url}/api/v1/synthesis/start", files={"image": img, "audio": aud},
-                                        data={"emotion": "happy", "min_resolution": "128"}, timeout=60)
+                                        data={"emotion": "happy", "min_resolution": str(size)}, timeout=60)
             assert started.status_code == 200, started.text
             task_id = started.json()["task_id"]
             deadline = time.monotonic() + 60
@@ -121,14 +115,21 @@ def test_a_dicetalk_job_through_the_gateway(replica, bucket, inputs):
                 time.sleep(0.2)
             assert status["status"] == "COMPLETED", status
             job = requests.get(f"{url}/v1/jobs/{task_id}", timeout=10).json()
-            assert job["engine"] == NAME
             video = requests.get(f"{url}/api/v1/synthesis/{task_id}/download", timeout=30)
             assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
             with av.open(io.BytesIO(video.content)) as container:
                 assert container.streams.audio, "the media service added the speech"
-                assert (container.streams.video[0].width, container.streams.video[0].height) == (128, 128)
+                assert (container.streams.video[0].width, container.streams.video[0].height) == (size, size)
+            return health, job
     finally:
         media.stop(0)
+
+
+def test_a_dicetalk_job_through_the_gateway(replica, bucket, inputs):
+    """The DICE-Talk REST API end to end on the tiny engine: the job names it, the video has sound."""
+    health, job = dicetalk_job_through_the_gateway(replica, bucket, inputs)
+    assert health["model_loaded"] and health["gpu_available"] is False
+    assert job["engine"] == NAME
 
 
 def test_cuda_without_a_gpu_leaves_the_replica_unready(bucket, tiny_engine_installed, weights_dir):
@@ -151,7 +152,9 @@ def test_cuda_without_a_gpu_leaves_the_replica_unready(bucket, tiny_engine_insta
 class _OnGpu(TalkfaceEngine):
     """talkface that claims a GPU: stands in for a GPU engine on a GPU, which this machine lacks."""
 
-    device = DeviceInfo("cuda", "Test GPU")
+    def __init__(self, options):
+        super().__init__(options)
+        self.device = DeviceInfo("cuda", "Test GPU")
 
 
 def test_gpu_available_follows_the_engines_device(bucket, inputs):
