@@ -53,6 +53,7 @@ BENCHES = [
     Bench("upload", "Uploads", ["-m", "bench.bench_upload"], ["--mb", "5"]),
     Bench("concat", "Joining clips", ["bench/bench_concat.py"], ["--clips", "3", "--seconds", "1", "--repeat", "1"],
           timeout=300),
+    Bench("torch", "Torch render", ["-m", "bench.bench_torch"], ["--seconds", "3", "--rounds", "1"], timeout=600),
     Bench("scaleout", "Scale-out", ["-m", "bench.bench_scaleout"], ["--jobs", "4", "--size", "256", "--seconds", "4"], timeout=600),
     Bench("asr", "Speech recognition", ["-m", "bench.bench_asr"], ["--quick"], timeout=900),
 ]
@@ -314,6 +315,14 @@ def details_md(res: dict) -> list[str]:
         elif name == "Joining clips":
             out.append(f"{d['clips']} clips of {d['seconds_each']:g} s, {d['size']}px @ {d['fps']} fps; "
                        f"runs (s): {d['runs_s']}")
+        elif name == "Torch render":
+            cpu = d["cpu"]
+            out.append(f"On the CPU ({cpu['cpu']}; torch {cpu['torch']}, {cpu['torch_threads']} thread): "
+                       f"{cpu['seconds']:g} s of speech at {cpu['size']} px, {cpu['frames']} frames; generate "
+                       f"runs (s): {cpu['generate_runs_s']}; CPU s per job: {cpu['generate_cpu_s']}; the render "
+                       f"alone, CPU ms a frame: {cpu['render_only_cpu_ms_per_frame']}; {cpu['load']}.")
+            gpu = d["gpu"]
+            out += ["", f"GPU: {gpu}" if isinstance(gpu, str) else f"GPU {gpu['device']}: {gpu['sizes']}"]
         elif name == "Engine":
             for r in d.get("lengths") or []:
                 out.append(f"- {r}")
