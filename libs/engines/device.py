@@ -8,9 +8,22 @@ pod the GPU it requested and CUDA_VISIBLE_DEVICES narrows what torch sees.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from libs.engines.protocol import CPU, DEVICES, DeviceInfo, EngineConfigError
+
+# What a CUDA GPU leaves on a Linux machine (or in a container given one): the NVIDIA
+# driver's control device and /proc entry, or WSL2's GPU device.
+_DRIVER_TRACES = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg")
+
+
+def gpu_possible() -> bool:
+    """Whether a CUDA GPU could be here at all: an NVIDIA driver (or WSL2's GPU) is visible.
+
+    False means torch would see no GPU, so an engine choosing between a GPU and the CPU can
+    skip importing torch to ask (1.4 s and 250 MB a process on this project's machines)."""
+    return any(os.path.exists(p) for p in _DRIVER_TRACES)
 
 
 def torch_device(requested: str) -> tuple[Any, DeviceInfo]:

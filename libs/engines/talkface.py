@@ -6,7 +6,7 @@ and the engine option `render` (TALKSERVE_<SERVICE>_ENGINE_OPTIONS='{"render": "
 
 | device | render `auto` (default) | render `torch` | render `numba` |
 | --- | --- | --- | --- |
-| `auto` | torch on the GPU when torch sees one, else numba on the CPU | torch on the GPU, else on the CPU | numba |
+| `auto` | torch on the GPU when torch sees one, else numba on the CPU (torch is not even imported where no NVIDIA driver shows) | torch on the GPU, else on the CPU | numba |
 | `cpu` | numba | torch on the CPU | numba |
 | `cuda` | torch on the GPU (none: EngineConfigError) | the same | EngineConfigError |
 
@@ -55,9 +55,11 @@ def placement(options: EngineOptions) -> tuple[Optional[str], DeviceInfo]:
         return None, CPU
     if options.device == "cpu" and render == "auto":
         return None, CPU
-    if options.device == "auto" and render == "auto" and importlib.util.find_spec("torch") is None:
-        return None, CPU  # no torch installed: no GPU to look for
-    from libs.engines.device import torch_device
+    from libs.engines.device import gpu_possible, torch_device
+
+    if options.device == "auto" and render == "auto" and (not gpu_possible()
+                                                         or importlib.util.find_spec("torch") is None):
+        return None, CPU  # no GPU driver, or no torch: numba, without importing torch to ask
 
     device, info = torch_device(options.device)  # cuda without a GPU raises
     if info.gpu or render == "torch":

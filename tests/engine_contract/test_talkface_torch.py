@@ -54,6 +54,23 @@ def test_auto_without_torch_installed_is_numba(monkeypatch):
     assert placement(_options()) == (None, CPU)
 
 
+def test_auto_without_a_gpu_driver_does_not_ask_torch(monkeypatch):
+    """No NVIDIA driver to be seen: numba, and torch is not asked (importing it costs a replica
+    1.4 s and 250 MB); where a driver shows, torch decides."""
+    from libs.engines import device
+
+    monkeypatch.setattr(device, "gpu_possible", lambda: False)
+    monkeypatch.setattr(device, "torch_device", lambda requested: pytest.fail("torch was asked"))
+    assert placement(_options()) == (None, CPU)
+
+
+def test_a_gpu_torch_sees_leaves_its_driver_to_be_seen():
+    from libs.engines.device import gpu_possible
+
+    if GPU:
+        assert gpu_possible(), "torch sees a GPU where no driver trace shows: auto would miss it"
+
+
 def test_what_cannot_be_honoured_is_refused():
     with pytest.raises(EngineConfigError, match="numba render runs on the CPU"):
         placement(_options("cuda", render="numba"))
