@@ -76,23 +76,44 @@ class VideoWriter:
     Frames are RGB uint8 (H, W, 3) of the size given here, or (H, W) gray for masks.
     Width and height must be even (4:2:0 chroma). Use as a context manager or call
     `close()`; `abort()` stops and deletes the partial file. `crf` is NVENC's constant
-    quality (`cq`) when `codec` is h264_nvenc, whose preset is its own (p4).
+    quality (`cq`) when `codec` is h264_nvenc, whose preset is its own (p4). An NVENC
+    encoder that does not open (no free session) gives way to libx264 at once: `codec`
+    says which one writes, `codec_note` why it is not the one asked for.
     """
 
     def __init__(self, path: Union[str, os.PathLike], width: int, height: int,
                  fps: Union[int, float, Fraction], *, crf: int = 20, preset: str = "veryfast",
                  threads: int = 0, queue_size: int = 6, background: bool = True, codec: str = X264):
-        import av
-
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(f"H.264 4:2:0 needs even, positive sizes, got {width}x{height}")
         self.path = str(path)
         self.width, self.height = int(width), int(height)
         self.frames = 0
+        self.codec, self.codec_note = codec, ""
+        self._container, self._stream = self._open(codec, fps, crf, preset, threads)
+        if codec == NVENC:
+            try:
+                self._stream.codec_context.open()  # now, not at the first frame on the encoder thread
+            except Exception as exc:  # no free NVENC session (consumer GPUs have a few), or no NVENC
+                self._container.close()
+                self.codec, self.codec_note = X264, f"h264_nvenc did not open ({exc}): libx264 instead"
+                log.warning("%s: %s", self.path, self.codec_note)
+                self._container, self._stream = self._open(X264, fps, crf, preset, threads)
+        self._error: Optional[BaseException] = None
+        self._closed = False
+        self._q: Optional[queue.Queue] = None
+        self._thread: Optional[threading.Thread] = None
+        if background:
+            self._q = queue.Queue(maxsize=queue_size)
+            self._thread = threading.Thread(target=self._run, name="talkface-encode", daemon=True)
+            self._thread.start()
+
+    def _open(self, codec: str, fps, crf: int, preset: str, threads: int) -> tuple:
+        import av
+
         # faststart: players (and browsers) can start before the whole file has arrived
-        self._container = av.open(self.path, mode="w", options={"movflags": "+faststart"})
-        self.codec = codec
-        stream = self._container.add_stream(codec, rate=_rate(fps))
+        container = av.open(self.path, mode="w", options={"movflags": "+faststart"})
+        stream = container.add_stream(codec, rate=_rate(fps))
         stream.width, stream.height = self.width, self.height
         stream.pix_fmt = "yuv420p"
         if codec == NVENC:
@@ -103,17 +124,9 @@ class VideoWriter:
             # of still ones, which wipes the skin's fine detail off a talking face while the
             # background keeps it; a narrower dead zone keeps it (at about 1.5x the bitrate).
             stream.options = {"preset": preset, "crf": str(crf), "x264-params": "deadzone-inter=6:deadzone-intra=6"}
-        if threads and codec != NVENC:
-            stream.codec_context.thread_count = threads
-        self._stream = stream
-        self._error: Optional[BaseException] = None
-        self._closed = False
-        self._q: Optional[queue.Queue] = None
-        self._thread: Optional[threading.Thread] = None
-        if background:
-            self._q = queue.Queue(maxsize=queue_size)
-            self._thread = threading.Thread(target=self._run, name="talkface-encode", daemon=True)
-            self._thread.start()
+            if threads:
+                stream.codec_context.thread_count = threads
+        return container, stream
 
     # -- encoding ---------------------------------------------------------------------
 

@@ -175,14 +175,16 @@ class Engine:
 
         return functools.partial(redub_frame, device=self.render_device)
 
-    def _render_notes(self, batch: int) -> dict:
-        """How a portrait job's frames were made: the render, its device and batch, the encoder."""
+    def _render_notes(self, batch: int, writer: VideoWriter) -> dict:
+        """How a job's frames were made: the render, its device and batch, the encoder."""
         torch_render = self.render_device is not None
         notes = {"render": "torch" if torch_render else "numba",
                  "render_device": str(self.render_device) if torch_render else "cpu",
-                 "batch": batch, "encoder": self.codec}
-        if self.codec == X264:
+                 "batch": batch, "encoder": writer.codec}
+        if writer.codec == X264:
             notes["encoder_threads"] = self.encoder_threads
+        if writer.codec_note:
+            notes["encoder_note"] = writer.codec_note
         return notes
 
     @property
@@ -329,7 +331,7 @@ class Engine:
             frames=n, fps=fps, width=ow, height=oh, duration_s=n / fps,
             extra={"crop_box": list(map(int, box)), "emotion": job.emotion,
                    "emo_scale": float(job.emo_scale), "seed": int(job.seed),
-                   "render_seconds": round(elapsed, 3), **self._render_notes(frames.batch)},
+                   "render_seconds": round(elapsed, 3), **self._render_notes(frames.batch, writer)},
         )
 
     # ------------------------------------------------------------------ re-dub
@@ -392,7 +394,7 @@ class Engine:
             frames=n, fps=fps, width=ow, height=oh, duration_s=n / fps,
             extra={"source_frames": reader.frame_count, "loops": loops,
                    "frames_without_face": dub.faceless, "render_seconds": round(elapsed, 3),
-                   **self._render_notes(1)},
+                   **self._render_notes(1, writer)},
         )
 
 

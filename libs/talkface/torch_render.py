@@ -11,6 +11,7 @@ import torch; the numba path never does.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import numpy as np
@@ -64,7 +65,5 @@ def redub_frame(warper: Warper, interior: MouthInterior, dest: np.ndarray, skull
 def _on(stream: Optional["torch.cuda.Stream"]):
     """Run on a job's own CUDA stream, so the jobs of several slots overlap on one GPU."""
     if stream is None:
-        import contextlib
-
         return contextlib.nullcontext()
     return torch.cuda.stream(stream)

@@ -113,3 +113,17 @@ def test_a_dicetalk_replica_on_talkface_torch_serves_a_job(bucket, inputs, monke
         assert chunks and max(chunks) == 8 and sum(chunks) > 20, chunks
     finally:
         rep.server.stop(0)
+
+
+def test_an_nvenc_writer_that_does_not_open_gives_way_to_libx264(tmp_path):
+    import av
+    import numpy as np
+
+    if GPU:
+        pytest.skip("NVENC may open on this machine")
+    with encode.VideoWriter(tmp_path / "v.mp4", 128, 128, 24, codec=encode.NVENC) as writer:
+        assert writer.codec == encode.X264 and "h264_nvenc did not open" in writer.codec_note
+        for _ in range(3):
+            writer.write(np.zeros((128, 128, 3), np.uint8))
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and c.streams.video[0].frames == 3
