@@ -41,10 +41,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 class _Both:
     """Renders each chunk with both paths; hands on the numba frames, keeps the comparison."""
 
-    def __init__(self, warper, interior, record: dict):
+    def __init__(self, warper, interior, record: dict, batch: int):
         self.numba = _NumbaFrames(warper, interior)
-        self.torch = TorchFrames(warper, interior, torch.device("cpu"), BATCH)
-        self.batch = BATCH
+        self.torch = TorchFrames(warper, interior, torch.device("cpu"), batch)
+        self.batch = batch
         self.record = record
         self.warper, self.interior = warper, interior
 
@@ -70,10 +70,11 @@ class _TwinEngine(Engine):
     """The engine, rendering every portrait job with both paths."""
 
     record: dict
+    chunk = BATCH
 
     def _frames(self, warper, interior):
         self.record = {"psnr": [], "roi_psnr": [], "guarded": 0, "mouth_drawn": 0}
-        return _Both(warper, interior, self.record)
+        return _Both(warper, interior, self.record, self.chunk)
 
 
 @pytest.fixture(scope="module")
@@ -86,17 +87,14 @@ def clips():
     return {c.name: c for c in realdata.speech_clips()}
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_torch_frames_equal_the_numba_frames(twin, clips, name, tmp_path):
-    clip, emotion, emo_scale = CASES[name]
-    job = api.PortraitJob(image_path=str(realdata.photo(name)), audio_path=str(clips[clip].wav),
-                          out_path=str(tmp_path / "out.mp4"), fps=25, min_resolution=512, crop=True,
-                          emotion=emotion, emo_scale=emo_scale, seed=3)
+def _compare(twin: _TwinEngine, job: api.PortraitJob, label: str):
+    """Runs `job` on both paths; returns the result and the comparison's record, printed."""
     result = twin.generate(job)
     rec = twin.record
     frames = np.array(rec["psnr"])
     roi = np.array(rec["roi_psnr"])
-    print(f"\n{name} + clip {clip} ({result.frames} frames, {result.width}x{result.height}): PSNR torch vs numba "
+    print(f"\n{label} ({result.frames} frames, {result.width}x{result.height}, {twin.chunk} a chunk): "
+          f"PSNR torch vs numba "
           f"min {frames.min():.1f} dB, median {np.median(frames):.1f} dB; face region min {roi.min():.1f} dB; "
           f"largest difference {rec['max_diff']} grey levels; mouth drawn on {rec['mouth_drawn']} frames, "
           f"lips kept off the opening on {rec['guarded']}")
@@ -104,10 +102,31 @@ def test_torch_frames_equal_the_numba_frames(twin, clips, name, tmp_path):
     assert frames.min() >= TOLERANCE_DB
     assert roi.min() >= TOLERANCE_DB, "the face region alone is held to the tolerance too"
     assert rec["max_diff"] <= 4, "float rounding only (1 grey level measured): no pixel takes another source"
+    assert len(list(VideoReader(job.out_path))) == result.frames
+    return result, rec
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_torch_frames_equal_the_numba_frames(twin, clips, name, tmp_path):
+    clip, emotion, emo_scale = CASES[name]
+    job = api.PortraitJob(image_path=str(realdata.photo(name)), audio_path=str(clips[clip].wav),
+                          out_path=str(tmp_path / "out.mp4"), fps=25, min_resolution=512, crop=True,
+                          emotion=emotion, emo_scale=emo_scale, seed=3)
+    result, rec = _compare(twin, job, f"{name} + clip {clip}")
     assert rec["mouth_drawn"] > result.frames // 4, "the mouth's inside was compared, not just the warp"
     if name == "obama_speaking":
         assert rec["guarded"] > result.frames // 4, "the portrait's opening guard was compared"
-    assert len(list(VideoReader(job.out_path))) == result.frames
+
+
+def test_torch_frames_equal_the_numba_frames_framed_tight_in_odd_chunks(models_path, clips, tmp_path):
+    """A face filling a portrait-shaped frame to its edges, chunks of 7 (the last one short)."""
+    twin = _TwinEngine(models_path, threads=2)
+    twin.chunk = 7
+    job = api.PortraitJob(image_path=str(realdata.photo("obama_speaking")), audio_path=str(clips["0880"].wav),
+                          out_path=str(tmp_path / "out.mp4"), fps=25, width=384, height=512, crop=True,
+                          expand_ratio=0.05)
+    result, _ = _compare(twin, job, "obama_speaking framed tight + clip 0880")
+    assert result.frames % 7
 
 
 def test_an_engine_on_torch_renders_in_chunks_and_says_so(models_path, clips, tmp_path):
