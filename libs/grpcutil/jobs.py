@@ -17,7 +17,7 @@ from typing import Callable, Iterator, TypeVar
 
 import grpc
 
-from libs.grpcutil.errors import ERROR_CODE_KEY, abort_with
+from libs.grpcutil.errors import NoFreeSlot
 from libs.grpcutil.metrics import JOB_FAILURES, JOB_SECONDS, JOBS_RUNNING
 from libs.talkface import api
 from talkserve.common.v1 import common_pb2
@@ -134,10 +134,12 @@ def run_job(
     wrap_progress: Callable[[common_pb2.Progress], object],
     wrap_result: Callable[[T], object],
 ) -> Iterator[object]:
-    """Run `work(progress, should_stop)` in a thread and yield progress then result messages."""
+    """Run `work(progress, should_stop)` in a thread and yield progress then result messages.
+
+    What the work raises is raised again here, in the RPC's thread, for ErrorInterceptor.
+    """
     if not slots.try_acquire():
-        context.set_trailing_metadata(((ERROR_CODE_KEY, "no_free_slot"),))
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "no free slot on this replica")
+        raise NoFreeSlot("no free slot on this replica")
     stop = threading.Event()
     context.add_callback(stop.set)
     events: queue.Queue = queue.Queue()
@@ -166,7 +168,7 @@ def run_job(
                     outcome = getattr(exc, "code", None) or type(exc).__name__
                     if not isinstance(exc, api.Cancelled):
                         log.warning("job failed: %s: %s", type(exc).__name__, exc)
-                    abort_with(context, exc)
+                    raise exc
                 outcome = "ok"
                 yield wrap_result(result)
                 return

@@ -15,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 from pydantic_settings import BaseSettings
 
 from libs.grpcutil.connection import server_options
+from libs.grpcutil.errors import Classifier
+from libs.grpcutil.interceptor import ErrorInterceptor
 from libs.grpcutil.metrics import MetricsInterceptor, serve_metrics
 
 log = logging.getLogger(__name__)
@@ -62,15 +64,17 @@ class GrpcServer:
 def create_server(
     settings: ServerSettings,
     register: Callable[[grpc.Server], Iterable[str]],
-    interceptors: Iterable[grpc.ServerInterceptor] = (),
+    classify: Classifier | None = None,
 ) -> GrpcServer:
     """Create and start a server; `register` adds servicers and returns their full names.
 
-    Health starts NOT_SERVING: the caller flips it once its engine is loaded.
+    Requests are validated and failures mapped to statuses by ErrorInterceptor (`classify`
+    maps the service's own exceptions first). Health starts NOT_SERVING: the caller flips it
+    once its engine is loaded.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[MetricsInterceptor(), *interceptors],
+        interceptors=[MetricsInterceptor(), ErrorInterceptor(classify)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

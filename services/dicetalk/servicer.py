@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from libs.grpcutil.errors import InvalidRequest, abort_with
+from libs.grpcutil.errors import InvalidRequest
 from libs.grpcutil.jobs import run_job
 from libs.grpcutil.model_service import Staging, given_params, portrait_work, video_result
 from libs.talkface import api
@@ -45,11 +45,7 @@ class DiceTalkServicer(dicetalk_pb2_grpc.DiceTalkServiceServicer):
         self._staging = staging
 
     def Synthesize(self, request, context):
-        try:
-            emotion_name(request.emotion)
-        except InvalidRequest as exc:
-            abort_with(context, exc)
-
+        emotion_name(request.emotion)  # refused before a slot is taken (the proto's rules say so too)
         work = portrait_work(
             self._staging, self._engines, request.job_id, request.image, request.audio, request.output,
             lambda image, audio, out: portrait_job(request, image, audio, out),

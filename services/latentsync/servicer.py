@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from libs.grpcutil.errors import InvalidRequest, abort_with
+from libs.grpcutil.errors import InvalidRequest
 from libs.grpcutil.jobs import run_job
 from libs.grpcutil.model_service import Staging, given_params, named, video_result
 from libs.talkface import api
@@ -25,9 +25,8 @@ class LatentSyncServicer(latentsync_pb2_grpc.LatentSyncServiceServicer):
 
     def Sync(self, request, context):
         if request.inference_ckpt_path and request.inference_ckpt_path not in self._checkpoints:
-            abort_with(context, InvalidRequest(
-                f"unknown checkpoint {request.inference_ckpt_path!r}; configured: {sorted(self._checkpoints)}"
-            ))
+            raise InvalidRequest(
+                f"unknown checkpoint {request.inference_ckpt_path!r}; configured: {sorted(self._checkpoints)}")
 
         def work(progress, should_stop):
             with self._staging.job_dir(request.job_id) as tmp:

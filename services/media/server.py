@@ -8,7 +8,7 @@ import av
 
 from libs.grpcutil.server import GrpcServer, create_server
 from libs.store.client import ObjectStore
-from services.media.servicer import MediaServicer
+from services.media.servicer import MediaServicer, media_failure
 from services.media.settings import MediaSettings
 from talkserve.media.v1 import media_pb2, media_pb2_grpc
 
@@ -34,7 +34,7 @@ def create_media_server(settings: MediaSettings, store: ObjectStore) -> GrpcServ
         media_pb2_grpc.add_MediaServiceServicer_to_server(servicer, server)
         return [media_pb2.DESCRIPTOR.services_by_name["MediaService"].full_name]
 
-    handle = create_server(settings, register)
+    handle = create_server(settings, register, classify=media_failure)
     # Nothing to load: the codecs are checked and the store is reached per request.
     handle.set_serving(True)
     return handle

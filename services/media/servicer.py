@@ -1,25 +1,22 @@
 """MediaService over gRPC: object refs to temporary files, the media functions, results back to the store.
 
 Translation only. The work is in `ops` and `fetch`; this module moves objects between the
-store and a per-request temporary directory (always removed) and maps failures to
-status codes, with a stable error code in the `talkserve-error-code` trailer.
+store and a per-request temporary directory (always removed); `media_failure` says which
+status each of its failures answers (libs.grpcutil.interceptor ends the RPC with it).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
 import tempfile
-import time
-from typing import Callable
 
 import grpc
 import urllib3
 from minio.error import S3Error, ServerError
 
-from libs.grpcutil.errors import ERROR_CODE_KEY, InvalidRequest
+from libs.grpcutil.errors import Failure, InvalidRequest
 from libs.store.client import NotFound, ObjectStore
 from libs.store.client import StoreUnavailable as StoreDown
 from services.media import ops
@@ -35,9 +32,6 @@ _KINDS = {
     media_pb2.MEDIA_KIND_VIDEO: ops.KIND_VIDEO,
     media_pb2.MEDIA_KIND_IMAGE: ops.KIND_IMAGE,
 }
-
-# A join of more clips than this is a client bug, not a video.
-MAX_CONCAT_SOURCES = 500
 
 # Time kept back from the caller's deadline for probing and uploading after a fetch.
 _UPLOAD_MARGIN_SECONDS = 5.0
@@ -72,44 +66,20 @@ def _store_failure(exc: Exception, what: str) -> Exception:
     return StoreFailed(message)
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
-    """(status code, stable error code, message) for an exception raised while serving."""
+def media_failure(exc: BaseException) -> Failure | None:
+    """The status of the media service's own failures (ErrorInterceptor maps the common ones)."""
     if isinstance(exc, FetchError):
         status = grpc.StatusCode.DEADLINE_EXCEEDED if exc.code == URL_TIMEOUT else grpc.StatusCode.INVALID_ARGUMENT
-        return status, exc.code, str(exc)
+        return Failure(status, exc.code, str(exc))
     if isinstance(exc, ops.MediaError):
-        return grpc.StatusCode.INVALID_ARGUMENT, exc.code, str(exc)
-    if isinstance(exc, InvalidRequest):
-        return grpc.StatusCode.INVALID_ARGUMENT, exc.code, str(exc)
+        return Failure(grpc.StatusCode.INVALID_ARGUMENT, exc.code, str(exc))
     if isinstance(exc, SourceMissing):
-        return grpc.StatusCode.NOT_FOUND, exc.code, str(exc)
+        return Failure(grpc.StatusCode.NOT_FOUND, exc.code, str(exc))
     if isinstance(exc, StoreUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, exc.code, str(exc)
+        return Failure(grpc.StatusCode.UNAVAILABLE, exc.code, str(exc))
     if isinstance(exc, StoreFailed):
-        return grpc.StatusCode.INTERNAL, exc.code, str(exc)
-    return grpc.StatusCode.INTERNAL, "internal", f"{type(exc).__name__}: {exc}"
-
-
-def _rpc(method: Callable) -> Callable:
-    """End the RPC with the status that fits whatever `method` raised."""
-
-    @functools.wraps(method)
-    def wrapper(self, request, context: grpc.ServicerContext):
-        started = time.monotonic()
-        try:
-            reply = method(self, request, context)
-        except Exception as exc:  # every failure becomes a status, never a stack trace on the wire
-            status, code, message = status_for(exc)
-            if status == grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", method.__name__)
-            else:
-                log.info("%s refused: %s (%s)", method.__name__, code, message)
-            context.set_trailing_metadata(((ERROR_CODE_KEY, code),))
-            context.abort(status, message)
-        log.info("%s done in %.2f s", method.__name__, time.monotonic() - started)
-        return reply
-
-    return wrapper
+        return Failure(grpc.StatusCode.INTERNAL, exc.code, str(exc))
+    return None
 
 
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[\w.+-]+(\s*;[ -~]*)?", re.ASCII)
@@ -183,12 +153,9 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
 
     # -- RPCs ----------------------------------------------------------------------------
 
-    @_rpc
     def FetchUrl(self, request: media_pb2.FetchUrlRequest, context) -> media_pb2.FetchUrlResponse:
         dest_key = self._key(request.destination, "destination")
         expect = self._kind(request.expect)
-        if request.max_bytes < 0:
-            raise InvalidRequest("max_bytes must not be negative")
         timeout = None
         remaining = context.time_remaining()
         if remaining is not None:
@@ -208,7 +175,6 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
             size_bytes=result.size_bytes, content_type=result.content_type, sha256=result.sha256, info=info
         )
 
-    @_rpc
     def Probe(self, request: media_pb2.ProbeRequest, context) -> media_pb2.ProbeResponse:
         expect = self._kind(request.expect)
         with self._workdir() as tmp:
@@ -216,11 +182,8 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
             info = ops.probe(path, expect)
         return media_pb2.ProbeResponse(info=info_message(info))
 
-    @_rpc
     def NormalizeAudio(self, request: media_pb2.NormalizeAudioRequest, context) -> media_pb2.NormalizeAudioResponse:
         dest_key = self._key(request.destination, "destination")
-        if request.max_seconds < 0:
-            raise InvalidRequest("max_seconds must not be negative")
         with self._workdir() as tmp:
             src = self._download(request.source, "source", os.path.join(tmp, "source"))
             wav = os.path.join(tmp, "audio.wav")
@@ -228,7 +191,6 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
             self._upload(wav, dest_key, "audio/wav", {"pcm-sha256": pcm_sha256})
         return media_pb2.NormalizeAudioResponse(duration_seconds=duration, pcm_sha256=pcm_sha256)
 
-    @_rpc
     def EncodeAudio(self, request: media_pb2.EncodeAudioRequest, context) -> media_pb2.EncodeAudioResponse:
         dest_key = self._key(request.destination, "destination")
         ops.aac_rate(0, request.sample_rate)  # a rate it cannot write is refused before any download
@@ -239,7 +201,6 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
             self._upload(out, dest_key, "audio/mp4")
         return media_pb2.EncodeAudioResponse(duration_seconds=duration, padding_seconds=ops.PREENCODE_PAD_SECONDS)
 
-    @_rpc
     def Mux(self, request: media_pb2.MuxRequest, context) -> media_pb2.MuxResponse:
         dest_key = self._key(request.destination, "destination")
         ops.aac_rate(0, request.sample_rate)
@@ -251,13 +212,8 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
             self._upload(out, dest_key, "video/mp4")
         return media_pb2.MuxResponse(info=info_message(info))
 
-    @_rpc
     def Concat(self, request: media_pb2.ConcatRequest, context) -> media_pb2.ConcatResponse:
         dest_key = self._key(request.destination, "destination")
-        if not request.sources:
-            raise InvalidRequest("sources is empty")
-        if len(request.sources) > MAX_CONCAT_SOURCES:
-            raise InvalidRequest(f"at most {MAX_CONCAT_SOURCES} sources are joined at once")
         with self._workdir() as tmp:
             paths = [
                 self._download(ref, f"sources[{i}]", os.path.join(tmp, f"clip{i:04d}"))

@@ -8,7 +8,7 @@ import math
 import pathlib
 import posixpath
 
-from libs.grpcutil.errors import InvalidRequest, abort_with
+from libs.grpcutil.errors import InvalidRequest
 from libs.grpcutil.jobs import run_job
 from libs.engines.protocol import PersonTrainJob, PersonVideoJob
 from libs.grpcutil.model_service import Staging, named, video_result
@@ -70,28 +70,25 @@ class VoiceServicer(voice_pb2_grpc.VoiceServiceServicer):
         self._asr = (asr_engine, models_dir)
 
     def Synthesize(self, request, context):
+        text = request.text.strip()
+        if not text:
+            raise InvalidRequest("text is empty")
+        if len(text) > self._max_text:
+            raise InvalidRequest(f"text is longer than {self._max_text} characters")
+        if not request.output.key:
+            raise InvalidRequest("output is required")
+        language = _LANGUAGES.get(request.language) or voice_profile.detect_language(text)
+        profile = profile_from_proto(request.profile) if request.HasField("profile") else None
         try:
-            text = request.text.strip()
-            if not text:
-                raise InvalidRequest("text is empty")
-            if len(text) > self._max_text:
-                raise InvalidRequest(f"text is longer than {self._max_text} characters")
-            if not request.output.key:
-                raise InvalidRequest("output is required")
-            language = _LANGUAGES.get(request.language) or voice_profile.detect_language(text)
-            profile = profile_from_proto(request.profile) if request.HasField("profile") else None
-            try:
-                speech, settings = voice_profile.synthesize_like(text, language, profile, request.pitch_semitones)
-            except ValueError as exc:
-                raise InvalidRequest(str(exc)) from exc
-            if speech.samples.size == 0:
-                raise InvalidRequest("espeak-ng produced no sound for this text")
-            with self._staging.job_dir("tts") as tmp:
-                path = tmp / "speech.wav"
-                write_wav(speech, path)
-                self._staging.store.put_file(request.output.key, str(path), content_type="audio/wav")
-        except (InvalidRequest, SpeechError, FileNotFoundError, OSError) as exc:
-            abort_with(context, exc)
+            speech, settings = voice_profile.synthesize_like(text, language, profile, request.pitch_semitones)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        if speech.samples.size == 0:
+            raise InvalidRequest("espeak-ng produced no sound for this text")
+        with self._staging.job_dir("tts") as tmp:
+            path = tmp / "speech.wav"
+            write_wav(speech, path)
+            self._staging.store.put_file(request.output.key, str(path), content_type="audio/wav")
         return voice_pb2.SynthesizeResponse(
             output=request.output, duration_seconds=speech.duration_s, sample_rate=speech.sample_rate,
             settings=voice_pb2.SynthesisSettings(voice=settings.voice, pitch=settings.pitch,
@@ -106,21 +103,15 @@ class VoiceServicer(voice_pb2_grpc.VoiceServiceServicer):
             return load_audio(self._staging.fetch(ref, tmp / "audio"))
 
     def ExtractProfile(self, request, context):
+        samples = self._samples(request.audio, "profile")
         try:
-            samples = self._samples(request.audio, "profile")
-            try:
-                profile = voice_profile.extract_profile(samples, SAMPLE_RATE)
-            except voice_profile.ProfileError as exc:
-                raise InvalidRequest(str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - mapped to the fitting status
-            abort_with(context, exc)
+            profile = voice_profile.extract_profile(samples, SAMPLE_RATE)
+        except voice_profile.ProfileError as exc:
+            raise InvalidRequest(str(exc)) from exc
         return voice_pb2.ExtractProfileResponse(profile=profile_to_proto(profile), engine=voice_profile.ENGINE_NAME)
 
     def Recognize(self, request, context):
-        try:
-            transcript = asr.recognize(self._samples(request.audio, "asr"), *self._asr)
-        except Exception as exc:  # noqa: BLE001 - mapped to the fitting status
-            abort_with(context, exc)
+        transcript = asr.recognize(self._samples(request.audio, "asr"), *self._asr)
         return voice_pb2.RecognizeResponse(
             text=transcript.text, duration_seconds=transcript.duration_s, engine=transcript.engine,
             words=[voice_pb2.Word(text=w.text, start_seconds=w.start_s, end_seconds=w.end_s)
@@ -142,18 +133,15 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
         return voice_pb2.ModelFile(file=common_pb2.ObjectRef(key=key), size_bytes=local.stat().st_size)
 
     def TrainPersonModel(self, request, context):
-        try:
-            prefix = check_prefix(request.model_prefix)
-            if not request.video.key:
-                raise InvalidRequest("video is required")
-            s = self._settings
-            limits = dict(
-                max_seconds=min(request.max_seconds or s.max_train_seconds, s.max_train_seconds),
-                base_seconds=min(request.base_seconds or s.base_seconds, s.max_train_seconds),
-                max_atlas_entries=min(request.max_atlas_entries or s.max_atlas_entries, s.max_atlas_entries),
-            )
-        except InvalidRequest as exc:
-            abort_with(context, exc)
+        prefix = check_prefix(request.model_prefix)
+        if not request.video.key:
+            raise InvalidRequest("video is required")
+        s = self._settings
+        limits = dict(
+            max_seconds=min(request.max_seconds or s.max_train_seconds, s.max_train_seconds),
+            base_seconds=min(request.base_seconds or s.base_seconds, s.max_train_seconds),
+            max_atlas_entries=min(request.max_atlas_entries or s.max_atlas_entries, s.max_atlas_entries),
+        )
 
         def work(progress, should_stop):
             with self._staging.job_dir(request.job_id) as tmp:
@@ -184,12 +172,9 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
         )
 
     def GeneratePersonVideo(self, request, context):
-        try:
-            prefix = check_prefix(request.model_prefix)
-            if not request.audio.key or not request.output.key:
-                raise InvalidRequest("audio and output are required")
-        except InvalidRequest as exc:
-            abort_with(context, exc)
+        prefix = check_prefix(request.model_prefix)
+        if not request.audio.key or not request.output.key:
+            raise InvalidRequest("audio and output are required")
 
         def work(progress, should_stop):
             with self._staging.job_dir(request.job_id) as tmp, self._engines.engine() as engine:
