@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -80,14 +80,14 @@ class LeaseLost(TaskError):
 
 def utcnow() -> datetime:
     """Current time, timezone-aware UTC (every timestamp in a record is)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     # Naive datetimes are taken as UTC: every writer here stores UTC.
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _iso(value: datetime | None) -> str:
@@ -147,6 +147,10 @@ class TaskRecord(BaseModel):
     webhook_url: str | None = None
     # The running step as the model service reports it: stage, done, total, eta_seconds.
     progress_detail: dict[str, Any] = Field(default_factory=dict)
+    # The result cache: the hash of the request's parameters and inputs, and whether the task
+    # was answered with a copy of an earlier task's result.
+    cache_key: str | None = None
+    cached: bool = False
 
     @field_validator("created_at", "updated_at", "lease_until", "started_at")
     @classmethod
@@ -196,7 +200,7 @@ class TaskMeta:
         return self.status is not None and self.status.finished
 
 
-def task_key(task_id: str) -> str:
+def record_key(task_id: str) -> str:
     """Object key of a task record."""
     return f"{TASKS_ROOT}{task_id}.json"
 
@@ -287,7 +291,7 @@ class TaskStore:
         new.revision = 1
         new.updated_at = utcnow()
         try:
-            etag = self.store.create_json(task_key(new.id), _body(new), _metadata(new))
+            etag = self.store.create_json(record_key(new.id), _body(new), _metadata(new))
         except AlreadyExists as exc:
             raise TaskExists(new.id) from exc
         self._remember(new, etag)
@@ -298,7 +302,7 @@ class TaskStore:
         if not valid_task_id(task_id):
             raise TaskNotFound(task_id)
         try:
-            body, _, etag = self.store.read_json(task_key(task_id))
+            body, _, etag = self.store.read_json(record_key(task_id))
         except NotFound as exc:
             self._forget(task_id)
             raise TaskNotFound(task_id) from exc
@@ -311,7 +315,7 @@ class TaskStore:
         if not valid_task_id(task_id):
             raise TaskNotFound(task_id)
         try:
-            info = self.store.stat(task_key(task_id))
+            info = self.store.stat(record_key(task_id))
         except NotFound as exc:
             raise TaskNotFound(task_id) from exc
         meta = info.metadata
@@ -390,7 +394,7 @@ class TaskStore:
         record.revision = base_revision + 1
         record.updated_at = utcnow()
         try:
-            new_etag = self.store.replace_json(task_key(task_id), _body(record), _metadata(record), if_match=etag)
+            new_etag = self.store.replace_json(record_key(task_id), _body(record), _metadata(record), if_match=etag)
         except PreconditionFailed:
             return False
         self._remember(record, new_etag)
@@ -467,7 +471,7 @@ class TaskStore:
         # Files first, record last: if this is interrupted the record still exists,
         # so the next sweep finds the task and finishes the job.
         self.store.delete_prefix(task_prefix(task_id))
-        self.store.delete(task_key(task_id))
+        self.store.delete(record_key(task_id))
         self._forget(task_id)
 
     def sweep_expired(self, older_than: timedelta = DEFAULT_RETENTION) -> int:

@@ -79,15 +79,24 @@ def to_status(failure: Failure) -> grpc.Status:
         code=failure.status.value[0], message=failure.message, details=[info]))
 
 
-def error_code_of(err: grpc.RpcError) -> str:
-    """The stable error code a talkserve server gave a failed RPC, else the status code's name."""
+def error_reason(err: grpc.RpcError) -> str | None:
+    """The stable error code a talkserve server gave a failed RPC; None when it gave none
+    (a status that gRPC itself made: a deadline, a lost connection)."""
     try:
         status = rpc_status.from_call(err)  # type: ignore[arg-type]  # a failed call is both
     except (ValueError, AttributeError):
-        status = None
+        return None
     for detail in status.details if status is not None else ():
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info) and info.domain == DOMAIN:
             return info.reason
-    code = err.code()  # type: ignore[attr-defined]
+    return None
+
+
+def error_code_of(err: grpc.RpcError) -> str:
+    """The stable error code a talkserve server gave a failed RPC, else the status code's name."""
+    reason = error_reason(err)
+    if reason is not None:
+        return reason
+    code = err.code()
     return code.name.lower() if code else "unknown"

@@ -13,18 +13,27 @@ from fastapi.staticfiles import StaticFiles
 from libs.store.client import ObjectStore
 from libs.store.settings import StoreSettings
 from libs.tasks import TaskStore
+from services.gateway import native, openapi
 from services.gateway.auth import ApiKeyMiddleware, ApiKeys
 from services.gateway.clients import Clients
 from services.gateway.context import Gateway
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import install_handlers
+from services.gateway.kinds import KINDS
 from services.gateway.limits import RequestLimits
+from services.gateway.metrics import registry_for
 from services.gateway.pipeline import Pipeline
 from services.gateway.retention import RetentionSweeper
-from services.gateway.metrics import registry_for
-from services.gateway import echofu_jobs  # noqa: F401 - registers the EchOfU task kinds and the voice stub
-from services.gateway import openapi
-from services.gateway.routers import dicetalk, echofu, echomimic, jobs, latentsync, ops, tasks
+from services.gateway.routers import (
+    dicetalk,
+    echofu_files,
+    echofu_jobs,
+    echomimic,
+    jobs,
+    latentsync,
+    ops,
+    tasks,
+)
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -48,14 +57,9 @@ def build_gateway(settings: GatewaySettings, store_settings: StoreSettings | Non
     store = ObjectStore(store_settings or StoreSettings())
     store.ensure_bucket()
     tasks = TaskStore(store)
-    clients = Clients(settings.media_target, {
-        "dicetalk": settings.dicetalk_targets,
-        "echomimic": settings.echomimic_targets,
-        "latentsync": settings.latentsync_targets,
-        "voice": settings.voice_targets,
-    })
+    clients = Clients(settings.media_target, settings.model_targets())
     pipeline = Pipeline(settings, clients, tasks, store)
-    return Gateway(settings, store, tasks, clients, Dispatcher(settings, clients, tasks, pipeline))
+    return Gateway(settings, store, tasks, clients, Dispatcher(settings, clients, tasks, pipeline, KINDS))
 
 
 def create_app(settings: GatewaySettings | None = None, store_settings: StoreSettings | None = None) -> FastAPI:
@@ -67,7 +71,7 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
         gw = build_gateway(settings, store_settings)
         app.state.gateway = gw
         app.state.metrics = registry_for(gw.dispatcher)
-        native = jobs.start(app, gw)  # before dispatching: its webhooks hook into the dispatcher
+        native_api = native.start(app, gw)  # before dispatching: its webhooks hook into the dispatcher
         gw.dispatcher.start()
         sweeper = RetentionSweeper(gw.tasks, gw.store, settings)
         sweeper.start()
@@ -77,11 +81,11 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
         finally:
             sweeper.stop()
             gw.dispatcher.stop(settings.shutdown_grace_seconds)
-            native.close()
+            native_api.close()
             gw.clients.close()
 
     app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan)
-    modules = (dicetalk, echomimic, latentsync, tasks, jobs, ops, echofu)
+    modules = (dicetalk, echomimic, latentsync, tasks, jobs, ops, echofu_files, echofu_jobs)
     install_handlers(app, [module.router for module in modules])
     # The last added runs first: keys and rate limits before a body is read.
     app.add_middleware(RequestLimits, settings=settings)

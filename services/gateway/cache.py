@@ -11,10 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from typing import TYPE_CHECKING
 
-from libs.store.client import NotFound
+from libs.store.client import NotFound, ObjectStore
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway.keys import task_key
+
+if TYPE_CHECKING:
+    from services.gateway.context import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +33,15 @@ def _entry(api: str, key: str) -> str:
     return f"cache/{api}/{key}.json"
 
 
-def remember(store, record: TaskRecord) -> None:
+def remember(store: ObjectStore, record: TaskRecord) -> None:
     """Point the cache entry of a finished task's key at it."""
-    key = record.params.get("cache_key")
+    key = record.cache_key
     if key:
         body = json.dumps({"task_id": record.id}).encode()
         store.put_bytes(_entry(record.api, key), body, content_type="application/json")
 
 
-def serve_from_cache(gw, key: str, task_id: str, api: str, params: dict,
+def serve_from_cache(gw: Gateway, key: str, task_id: str, api: str, params: dict,
                      inputs: dict[str, str], key_id: str | None) -> TaskRecord | None:
     """Create `task_id`, owned by `key_id`, as a finished copy of the cached result, or return None
     on a miss."""
@@ -55,12 +59,12 @@ def serve_from_cache(gw, key: str, task_id: str, api: str, params: dict,
             gw.store.copy(src, dst)
             outputs[name] = dst
     except NotFound:
-        gw.store.delete_prefix(task_key(task_id) + "/")
+        gw.store.delete_prefix(task_key(task_id))
         return None
     record = TaskRecord(
         id=task_id, kind=source.kind, api=api, status=TaskStatus.COMPLETED, progress=1.0,
         message="Video generated successfully (served from the result of an identical request)",
-        params=params | {"cache_key": key, "cached": True}, inputs=inputs, outputs=outputs,
+        params=params, cache_key=key, cached=True, inputs=inputs, outputs=outputs,
         engine=source.engine, result=source.result, key_id=key_id,
     )
     gw.tasks.create(record)

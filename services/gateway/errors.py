@@ -39,8 +39,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def dicetalk_error(status: int, error: str, detail: object = None, headers=None) -> ApiError:
-    body = {"error": error}
+def dicetalk_error(status: int, error: str, detail: object = None,
+                   headers: dict[str, str] | None = None) -> ApiError:
+    body: dict[str, object] = {"error": error}
     if detail is not None:
         body["detail"] = detail
     return ApiError(status, body, headers)
@@ -121,7 +122,7 @@ def install_handlers(app: FastAPI, routers: list) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        errors = _json_safe(exc.errors())
+        errors = _json_safe(list(exc.errors()))
         api = api_of(request.scope)
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ())) or "request"
@@ -138,7 +139,8 @@ def install_handlers(app: FastAPI, routers: list) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return error_response(request.scope, exc.status_code, code, message, headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(request.scope, exc.status_code, code, message, headers=headers)
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(request: Request, exc: StoreUnavailable):

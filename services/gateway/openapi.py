@@ -116,4 +116,4 @@ def install(app: FastAPI) -> None:
             app.openapi_schema = document_errors(generate())
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema

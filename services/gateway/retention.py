@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from libs.store.client import NotFound, ObjectStore
 from libs.tasks import TaskStore
@@ -16,10 +16,11 @@ log = logging.getLogger(__name__)
 def sweep(tasks: TaskStore, store: ObjectStore, retention: timedelta) -> int:
     """One pass: expired tasks with everything under their prefix, then cache and idempotency entries as old."""
     removed = tasks.sweep_expired(retention)
-    cutoff = datetime.now(timezone.utc) - retention
+    cutoff = datetime.now(UTC) - retention
     for key in store.list_keys("cache/") + store.list_keys("idempotency/"):
         try:
-            if store.stat(key).last_modified < cutoff:
+            modified = store.stat(key).last_modified
+            if modified is not None and modified < cutoff:
                 store.delete(key)
         except NotFound:
             continue

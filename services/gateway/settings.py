@@ -93,6 +93,11 @@ class GatewaySettings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     webhook_workers: int = 4
 
+    def model_targets(self) -> dict[str, list[str]]:
+        """Each model service's targets: one `host:port` per replica, or `dns:///name:port`."""
+        return {"dicetalk": self.dicetalk_targets, "echomimic": self.echomimic_targets,
+                "latentsync": self.latentsync_targets, "voice": self.voice_targets}
+
     @field_validator("api_keys", "webhook_allow_networks", mode="before")
     @classmethod
     def _json_or_commas(cls, value: Any) -> Any:

@@ -32,9 +32,23 @@ from typing import Any, Callable
 
 import httpcore
 import httpx
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
-from libs.safehttp import DEFAULT_PORTS, AddressPolicy, FetchError, GuardedBackend, check_url, resolve
+from libs.safehttp import (
+    DEFAULT_PORTS,
+    AddressPolicy,
+    FetchError,
+    GuardedBackend,
+    check_url,
+    resolve,
+)
 from libs.store.client import AlreadyExists, NotFound, ObjectStore
 from libs.tasks import TaskNotFound, TaskRecord, TaskStore, utcnow
 from services.gateway.keys import task_key
@@ -180,7 +194,7 @@ class Webhooks:
         def attempt() -> None:
             state["attempts"] += 1
             try:
-                status = self._post(rec.webhook_url, msg_id, secret, body)
+                status = self._post(rec.webhook_url or "", msg_id, secret, body)
             except FetchError as exc:
                 state["last_status"], state["last_error"] = None, str(exc)
                 if exc.code == "url_forbidden_address" or exc.code == "url_scheme":

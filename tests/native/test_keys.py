@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from libs.store.client import ObjectStore
-from libs.tasks import task_key
+from libs.tasks import record_key as task_key
 from services.gateway.auth import key_id
 from tests import servers
 from tests.native.conftest import FAST, KEYS, events

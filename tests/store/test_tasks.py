@@ -19,7 +19,7 @@ from libs.tasks import (
     TaskRecord,
     TaskStatus,
     TaskStore,
-    task_key,
+    record_key as task_key,
 )
 
 

@@ -3,46 +3,27 @@
 from __future__ import annotations
 
 import secrets
-from typing import Literal, Optional
+from datetime import datetime
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from libs.talkface.api import EMOTIONS
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
-from services.gateway.context import GatewayDep
-from services.gateway.dispatcher import QueueFull
-from services.gateway.errors import dicetalk_error
-from services.gateway import auth, idempotency
+from services.gateway import auth, idempotency, lifecycle
 from services.gateway.cache import result_cache_key, serve_from_cache
+from services.gateway.context import Gateway, GatewayDep
+from services.gateway.errors import ApiError, dicetalk_error
 from services.gateway.intake import IntakeError, accept_upload
+from services.gateway.keys import task_key
+from services.gateway.kinds import dicetalk
+from services.gateway.kinds.dicetalk import SynthesisParams
 from services.gateway.limits import streams_uploads
 from services.gateway.openapi import statuses
 from services.gateway.responses import stream_result
-from services.gateway.validation import Float, Int
 
 router = APIRouter(tags=["DICE-Talk"])
-
-Emotion = Literal["contempt", "sad", "happy", "surprised", "angry", "disgusted", "fear", "neutral"]
-assert set(Emotion.__args__) == set(EMOTIONS)
-
-
-class SynthesisParams(BaseModel):
-    """The form fields of POST /api/v1/synthesis/start, with the documented ranges and defaults."""
-
-    emotion: Emotion = Field(description="one of the eight emotions")
-    ref_scale: Float = Field(3.0, ge=0.0, le=10.0, description="reference scale (recorded, unused by talkface-1)")
-    emo_scale: Float = Field(6.0, ge=0.0, le=10.0, description="emotion intensity")
-    crop: bool = Field(False, description="crop the portrait to the face region")
-    inference_steps: Int = Field(20, ge=8, le=50, description="diffusion steps (recorded, unused by talkface-1)")
-    duration: Optional[Float] = Field(None, ge=0.1, le=300.0, description="video length in seconds; default: the audio's")
-    fps: Int = Field(24, ge=8, le=60, description="frames per second")
-    seed: Optional[Int] = Field(None, ge=0, le=2147483647, description="random seed; default: random")
-    dynamic_scale: Float = Field(1.0, ge=0.1, le=3.0, description="head-motion scale")
-    min_resolution: Int = Field(256, ge=128, le=2048, description="shorter side of the output in pixels")
-    expand_ratio: Float = Field(0.5, ge=0.1, le=2.0, description="face-crop expansion")
 
 
 class StartResponse(BaseModel):
@@ -82,7 +63,7 @@ _STATUS = {TaskStatus.PENDING: "PENDING", TaskStatus.PROCESSING: "PROCESSING",
            TaskStatus.COMPLETED: "COMPLETED", TaskStatus.FAILED: "FAILED", TaskStatus.CANCELLED: "FAILED"}
 
 
-def _timestamp(value) -> str:
+def _timestamp(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec="seconds")
 
 
@@ -92,7 +73,7 @@ def health(gw: GatewayDep) -> HealthResponse:
     whether the DICE-Talk model is loaded on a replica."""
     states = [(r.serving(), r.capacity()) for r in gw.clients.replicas["dicetalk"]]
     loaded = any(up and cap is not None and not cap.draining for up, cap in states)
-    healthy = loaded and gw.clients.media_serving() and gw.store.ping()
+    healthy = loaded and gw.clients.media.serving() and gw.store.ping()
     return HealthResponse(
         status="healthy" if healthy else "unhealthy",
         gpu_available=any(cap is not None and cap.gpu for _, cap in states),
@@ -101,7 +82,7 @@ def health(gw: GatewayDep) -> HealthResponse:
     )
 
 
-def _load(gw, task_id: str) -> TaskRecord:
+def _load(gw: Gateway, task_id: str) -> TaskRecord:
     try:
         record, _ = gw.tasks.get(task_id)
     except TaskNotFound:
@@ -122,39 +103,45 @@ async def start(request: Request, gw: GatewayDep) -> StartResponse:
     try:
         accepted = await accept_upload(request, gw, "image", "audio", SynthesisParams, ("JPEG", "PNG"))
     except IntakeError as exc:
-        if exc.message.startswith("image is a") or exc.message.startswith("image is not"):
-            raise dicetalk_error(400, "Invalid image file type. Allowed types: ['image/jpeg', 'image/png']")
-        if exc.status == 400 and exc.message.startswith("audio file"):
-            raise dicetalk_error(400, "Invalid audio file: " + exc.message, exc.detail)
-        raise dicetalk_error(exc.status, exc.message, exc.detail, headers=exc.headers)
+        raise _intake_error(exc) from exc
     task_id = accepted.task_id
-    values = accepted.params.model_dump()
-    cache_key = result_cache_key("dicetalk", values, accepted.sha256)
+    params = SynthesisParams.model_validate(accepted.params)
+    # The cache key is of the request as sent: a request without a seed shares its result.
+    cache_key = result_cache_key("dicetalk", params.model_dump(), accepted.sha256)
 
     async def create() -> dict:
-        if values["seed"] is None:
-            values["seed"] = secrets.randbelow(2**31)
+        if params.seed is None:
+            params.seed = secrets.randbelow(2**31)
+        values = dicetalk.KIND.dump(params)
         cached = await run_in_threadpool(serve_from_cache, gw, cache_key, task_id, "dicetalk", values,
                                          accepted.inputs, auth.current_key_id())
         if cached is not None:
             return {"task_id": task_id, "status": "COMPLETED", "message": cached.message}
-        record = TaskRecord(id=task_id, kind="dicetalk", api="dicetalk", status=TaskStatus.PENDING,
-                            message="Task created successfully", params=values | {"cache_key": cache_key},
+        record = TaskRecord(id=task_id, kind=dicetalk.KIND.name, api="dicetalk", status=TaskStatus.PENDING,
+                            message="Task created successfully", params=values, cache_key=cache_key,
                             inputs=accepted.inputs, key_id=auth.current_key_id())
-        await run_in_threadpool(gw.tasks.create, record)
         try:
-            gw.dispatcher.submit(record)
-        except QueueFull as exc:
-            await run_in_threadpool(gw.tasks.delete, task_id)
-            raise dicetalk_error(503, "Task queue is full", str(exc), headers={"Retry-After": "30"})
+            await lifecycle.start(gw, record)
+        except lifecycle.QueueFull as exc:
+            raise dicetalk_error(503, "Task queue is full", str(exc),
+                                 headers={"Retry-After": lifecycle.QUEUE_RETRY_AFTER}) from exc
         return {"task_id": task_id, "status": "PENDING", "message": "Task created successfully"}
 
     async def discard() -> None:
-        await run_in_threadpool(gw.store.delete_prefix, f"tasks/{task_id}/")
+        await run_in_threadpool(gw.store.delete_prefix, task_key(task_id))
 
     return StartResponse(**await idempotency.once(
         request, gw, auth.scoped("dicetalk"), cache_key, task_id, create,
         lambda status, message, headers=None: dicetalk_error(status, message, headers=headers), discard))
+
+
+def _intake_error(exc: IntakeError) -> ApiError:
+    """An intake refusal in DICE-Talk's words: its image-type and audio messages are documented."""
+    if exc.reason == "bad_image":
+        return dicetalk_error(400, "Invalid image file type. Allowed types: ['image/jpeg', 'image/png']")
+    if exc.reason == "bad_audio":
+        return dicetalk_error(400, "Invalid audio file: " + exc.message, exc.detail)
+    return dicetalk_error(exc.status, exc.message, exc.detail, headers=exc.headers)
 
 
 @router.get("/api/v1/synthesis/{task_id}/status", response_model=StatusResponse, responses=statuses(404))
@@ -180,7 +167,7 @@ async def status(task_id: str, gw: GatewayDep) -> JSONResponse:
 @router.get("/api/v1/synthesis/{task_id}/download",
             responses={200: {"content": {"video/mp4": {}}, "description": "the MP4 video"},
                        **statuses(404, s400="the task has not completed (yet)")})
-def download(task_id: str, gw: GatewayDep):
+def download(task_id: str, gw: GatewayDep) -> StreamingResponse:
     """Download the finished MP4."""
     rec = _load(gw, task_id)
     if rec.status != TaskStatus.COMPLETED:

@@ -8,40 +8,21 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from typing import Optional
 
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
-from services.gateway import auth, idempotency
+from services.gateway import auth, idempotency, lifecycle
 from services.gateway.context import GatewayDep
-from services.gateway.dispatcher import QueueFull
 from services.gateway.errors import fastapi_error
+from services.gateway.kinds import latentsync
+from services.gateway.kinds.latentsync import RedubParams, SyncRequest
 from services.gateway.openapi import statuses
 from services.gateway.responses import stream_result
-from services.gateway.validation import Float, HttpUrl, Int
 
 router = APIRouter(tags=["LatentSync"])
-
-STATUS = {TaskStatus.PENDING: "queued", TaskStatus.PROCESSING: "processing", TaskStatus.COMPLETED: "completed",
-          TaskStatus.FAILED: "failed", TaskStatus.CANCELLED: "failed"}
-
-
-class SyncRequest(BaseModel):
-    """Body of POST /sync."""
-
-    video_url: HttpUrl = Field(max_length=4096, description="http(s) URL of the video to lip-sync")
-    audio_url: HttpUrl = Field(max_length=4096, description="http(s) URL of the new speech")
-    inference_ckpt_path: Optional[str] = Field(None, max_length=512,
-                                               description="name of a checkpoint the server is configured with")
-    inference_steps: Int = Field(20, ge=1, le=100, description="diffusion steps (recorded)")
-    guidance_scale: Float = Field(1.0, ge=0.0, le=20.0, description="guidance scale (recorded)")
-    seed: Optional[Int] = Field(None, ge=0, le=2**31 - 1, description="random seed; default: random")
-
-    model_config = {"json_schema_extra": {"examples": [{
-        "video_url": "https://example.com/video.mp4", "audio_url": "https://example.com/audio.wav"}]}}
 
 
 class SyncResponse(BaseModel):
@@ -72,24 +53,22 @@ class QueueResponse(BaseModel):
              responses=statuses(409, 503, s400="unknown inference_ckpt_path, or the body is malformed"))
 async def sync(body: SyncRequest, request: Request, gw: GatewayDep) -> SyncResponse:
     """Queue a lip-sync task for a video URL and an audio URL."""
-    ckpt = body.inference_ckpt_path
-    if ckpt and ckpt not in gw.settings.latentsync_checkpoints:
-        raise fastapi_error(400, f"unknown inference_ckpt_path {ckpt!r}; this server offers "
-                                 f"{gw.settings.latentsync_checkpoints}")
-    params = body.model_dump()
+    params = RedubParams.model_validate(body.model_dump())
+    try:
+        latentsync.check_checkpoint(params, gw.settings)
+    except ValueError as exc:
+        raise fastapi_error(400, str(exc)) from exc
     task_id = str(uuid.uuid4())
 
     async def create() -> dict:
-        if params["seed"] is None:
-            params["seed"] = secrets.randbelow(2**31)
-        record = TaskRecord(id=task_id, kind="latentsync", api="latentsync", status=TaskStatus.PENDING,
-                            message="Task queued", params=params, key_id=auth.current_key_id())
-        await run_in_threadpool(gw.tasks.create, record)
+        if params.seed is None:
+            params.seed = secrets.randbelow(2**31)
+        record = TaskRecord(id=task_id, kind=latentsync.KIND.name, api="latentsync", status=TaskStatus.PENDING,
+                            message="Task queued", params=latentsync.KIND.dump(params), key_id=auth.current_key_id())
         try:
-            position = gw.dispatcher.submit(record)
-        except QueueFull as exc:
-            await run_in_threadpool(gw.tasks.delete, record.id)
-            raise fastapi_error(503, str(exc), headers={"Retry-After": "30"})
+            position = await lifecycle.start(gw, record)
+        except lifecycle.QueueFull as exc:
+            raise fastapi_error(503, str(exc), headers={"Retry-After": lifecycle.QUEUE_RETRY_AFTER}) from exc
         return {"task_id": task_id, "status": "queued", "queue_position": position, "message": "Task queued"}
 
     async def nothing_to_discard() -> None:
@@ -99,27 +78,6 @@ async def sync(body: SyncRequest, request: Request, gw: GatewayDep) -> SyncRespo
         request, gw, auth.scoped("latentsync"), idempotency.body_hash(body.model_dump()), task_id, create,
         lambda status, message, headers=None: fastapi_error(status, message, headers=headers),
         nothing_to_discard))
-
-
-def latentsync_status(gw, rec: TaskRecord) -> dict:
-    """GET /task/{id} in the LatentSync shape."""
-    done = rec.status == TaskStatus.COMPLETED
-    position = gw.dispatcher.position(rec.id, rec.kind) if rec.status == TaskStatus.PENDING else None
-    message = rec.message
-    if rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        message = rec.error or rec.message
-    return {
-        "task_id": rec.id,
-        "status": STATUS[rec.status],
-        "progress": round(rec.progress, 4),
-        "message": message,
-        "queue_position": position,
-        "output_video_url": f"/outputs/{rec.id}/video.mp4" if done else None,
-        "output_mask_url": f"/outputs/{rec.id}/mask.mp4" if done and "mask" in rec.outputs else None,
-        "engine": rec.engine,
-        "created_at": rec.created_at.isoformat(),
-        "updated_at": rec.updated_at.isoformat(),
-    }
 
 
 @router.get("/queue", response_model=QueueResponse)
@@ -136,13 +94,13 @@ def queue(gw: GatewayDep, caller: auth.CallerDep) -> QueueResponse:
 
 @router.get("/outputs/{task_id}/{name}", responses={200: {"content": {"video/mp4": {}}},
                                                    **statuses(404, s400="the task has not completed yet")})
-def output(task_id: str, name: str, gw: GatewayDep):
+def output(task_id: str, name: str, gw: GatewayDep) -> StreamingResponse:
     """Download the lip-synced video (`video.mp4`) or the mask video (`mask.mp4`)."""
     output_name = {"video.mp4": "video", "mask.mp4": "mask"}.get(name)
     try:
         rec, _ = gw.tasks.get(task_id)
     except TaskNotFound:
-        raise fastapi_error(404, "Task not found")
+        raise fastapi_error(404, "Task not found") from None
     if rec.api != "latentsync" or output_name is None or not auth.visible(rec):
         raise fastapi_error(404, "Not found")
     if rec.status != TaskStatus.COMPLETED:

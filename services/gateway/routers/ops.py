@@ -59,7 +59,7 @@ async def readyz(gw: GatewayDep) -> JSONResponse:
         return ServiceState(serving=sum(1 for r in found if r.serving(timeout=1.0)), replicas=len(found))
 
     def media() -> ServiceState:
-        return ServiceState(serving=int(clients.media_serving(timeout=1.0)), replicas=1)
+        return ServiceState(serving=int(clients.media.serving(timeout=1.0)), replicas=1)
 
     # Every check at once (each gives up after 1-2 s), so the probe answers within its timeout.
     store, media_state, *kinds = await asyncio.gather(

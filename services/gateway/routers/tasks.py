@@ -9,8 +9,7 @@ from services.gateway import auth
 from services.gateway.context import GatewayDep
 from services.gateway.errors import fastapi_error
 from services.gateway.openapi import statuses
-from services.gateway.routers.echomimic import echomimic_status
-from services.gateway.routers.latentsync import latentsync_status
+from services.gateway.status import echomimic_status, latentsync_status
 
 router = APIRouter(tags=["EchoMimic", "LatentSync"])
 
@@ -21,7 +20,7 @@ async def get_task(task_id: str, gw: GatewayDep) -> dict:
     try:
         rec = await gw.record(task_id)
     except TaskNotFound:
-        raise fastapi_error(404, "Task not found")
+        raise fastapi_error(404, "Task not found") from None
     if not auth.visible(rec):
         raise fastapi_error(404, "Task not found")
     if rec.api == "echomimic":
