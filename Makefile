@@ -26,8 +26,11 @@ up: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# buf (the protos), ruff and mypy (services/ and libs/), all configured in the repository.
 lint: install
 	$(BIN)/buf lint
+	$(BIN)/ruff check services libs scripts
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

@@ -243,7 +243,7 @@ class TaskStore:
         self._locks_guard = threading.Lock()
         # The last version of each record this process read or wrote, for status polling:
         # clients poll far more often than records change.
-        self._recent: collections.OrderedDict[str, tuple[float, TaskRecord]] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[str, tuple[float, TaskRecord, str]] = collections.OrderedDict()
         self._recent_guard = threading.Lock()
 
     def _lock(self, task_id: str) -> threading.Lock:

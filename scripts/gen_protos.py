@@ -24,7 +24,6 @@ import sysconfig
 import grpc_tools
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
-
 from proto_source import proto_source
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -157,8 +157,8 @@ def describe(path: pathlib.Path) -> str:
     with av.open(str(path)) as container:
         parts = []
         for stream in container.streams:
-            seconds = float(stream.duration * stream.time_base) if stream.duration else 0.0
-            extra = f" {stream.width}x{stream.height}" if stream.type == "video" else ""
+            seconds = float(stream.duration * stream.time_base) if stream.duration else 0.0  # type: ignore[operator]
+            extra = f" {stream.width}x{stream.height}" if stream.type == "video" else ""  # type: ignore[attr-defined]
             parts.append(f"{stream.type} {stream.codec_context.name}{extra} {seconds:.2f} s")
     return ", ".join(parts)
 
@@ -317,7 +317,7 @@ class Client:
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, str | None, dict]]:
     """Server-Sent Events from a stream of lines: (event type, id, JSON data)."""
-    event, event_id, data = "message", None, []
+    event, event_id, data = "message", None, []  # type: ignore[var-annotated]
     for line in lines:
         if line == "":
             if data:

@@ -58,7 +58,7 @@ def wait_grpc_serving(target: str, timeout: float, proc: subprocess.Popen | None
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"the service for {target} exited with code {proc.returncode}")
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)  # type: ignore[attr-defined]
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:

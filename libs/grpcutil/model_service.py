@@ -73,7 +73,7 @@ class EnginePool:
         self.name = configured  # the configured name until the engine names itself
         self.device: DeviceInfo | None = None
 
-    def load(self, factory: Callable[[], object], size: int, job_kind: str) -> None:
+    def load(self, factory: Callable[[], Engine], size: int, job_kind: str) -> None:
         for _ in range(size):
             engine = factory()
             check_engine(engine, job_kind)
@@ -183,7 +183,7 @@ def start_model_service(
         handle.set_serving(True)
         ready.set()
         log.info("replica %s ready on port %d with %d slots of %s on %s", replica_id, handle.port,
-                 settings.slots, pool.name, pool.device.name)
+                 settings.slots, pool.name, pool.device.name if pool.device else "?")
 
     threading.Thread(target=_load, name="engine-load", daemon=True).start()
     return ModelReplica(handle, slots, ready, replica_id)

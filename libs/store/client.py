@@ -333,7 +333,7 @@ class ObjectStore:
                 io.BytesIO(data),
                 len(data),
                 content_type=content_type or "application/octet-stream",
-                metadata=headers,
+                metadata=headers,  # type: ignore[arg-type]
             )
         )
         return _strip_etag(result.etag)
@@ -410,7 +410,7 @@ class ObjectStore:
                 if number > _MAX_PARTS:
                     raise StoreError(f"{key}: more than {_MAX_PARTS} parts of {part_size} bytes")
                 etag = self._retry(
-                    lambda: self._client._upload_part(  # noqa: SLF001
+                    lambda data=data, number=number: self._client._upload_part(  # type: ignore[misc]  # noqa: SLF001
                         self.bucket, key, data, None, upload_id, number
                     )
                 )
@@ -419,7 +419,7 @@ class ObjectStore:
                     break
                 data = b""  # drop the sent part before reading the next: two parts, not three
                 data, last = next_part()
-            result = self._retry(
+            result = self._retry(  # type: ignore[assignment]
                 lambda: self._client._complete_multipart_upload(  # noqa: SLF001
                     self.bucket, key, upload_id, parts
                 )
@@ -567,7 +567,7 @@ class ObjectStore:
     ) -> str:
         """A URL anyone can GET until ``expires`` from now (e.g. ``response-content-disposition``)."""
         return self._client.presigned_get_object(
-            self.bucket, key, expires=expires, response_headers=response_headers
+            self.bucket, key, expires=expires, response_headers=response_headers  # type: ignore[arg-type]
         )
 
     # -- conditional JSON records -----------------------------------------------------------

@@ -151,8 +151,8 @@ def analyze_video(
         if track and prev is not None:
             starts = [prev]  # landmarks() itself falls back to detection
         else:
-            starts = [None] + ([prev] if prev is not None else [])
-        for start in starts:
+            starts = [None] + ([prev] if prev is not None else [])  # type: ignore[assignment]
+        for start in starts:  # type: ignore[var-annotated]
             try:
                 pts = analyzer.landmarks(rgb, prev=start)
                 break

@@ -581,5 +581,5 @@ def mouth_track(
     if len(spans) == 1:
         return spans[0]
     joined = {k: np.concatenate([getattr(t, k) for t in spans]) for k in ("open", "width", "press", "energy")}
-    fv = [t.fv if t.fv is not None else np.zeros(len(t.open), np.float32) for t in spans]
-    return api.MouthTrack(**joined, fps=float(fps), fv=np.concatenate(fv))
+    fv = [t.fv if t.fv is not None else np.zeros(len(t.open), np.float32) for t in spans]  # type: ignore[arg-type]
+    return api.MouthTrack(**joined, fps=float(fps), fv=np.concatenate(fv))  # type: ignore[arg-type]

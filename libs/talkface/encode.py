@@ -148,7 +148,7 @@ class VideoWriter:
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
+            item = self._q.get()  # type: ignore[union-attr]
             if item is _STOP:
                 return
             if self._error is not None:
@@ -175,7 +175,7 @@ class VideoWriter:
 
     def _join(self) -> None:
         if self._thread is not None:
-            self._q.put(_STOP)
+            self._q.put(_STOP)  # type: ignore[union-attr]
             self._thread.join()
             self._thread = None
 

@@ -307,7 +307,7 @@ class Engine:
                 while chunk[-1] >= ready:
                     first, span = next(spans)
                     plan.set_mouth(first, span)
-                    ready = first + len(span.open)
+                    ready = first + len(span.open)  # type: ignore[arg-type]
                     if first == 0 and progress:
                         progress(Progress("analyse", 2, 2, "rendering while the speech is analysed"))
                 pts = np.stack([warper.clamp(plan.points(i)) for i in chunk])
@@ -369,7 +369,7 @@ class Engine:
         dub = _Redubber(self.face, track, seed=job.seed, render=self._redub_frame())
         loops = 0
         try:
-            for i, (frame, loops) in enumerate(reader.looped(n, ow, oh)):
+            for i, (frame, loops) in enumerate(reader.looped(n, ow, oh)):  # noqa: B007 - read after the loop
                 _check_stop(should_stop)
                 out, mask = dub.frame(i, frame)
                 writer.write(out)
@@ -435,7 +435,7 @@ class _Redubber:
         if jaw_rest:
             fields.shut_lips(jaw_rest)
         k = min(i, self.n - 1)
-        step = MouthTrack(*(np.asarray(getattr(self.track, name))[k:k + 1] for name in ("open", "width", "press",
+        step = MouthTrack(*(np.asarray(getattr(self.track, name))[k:k + 1] for name in ("open", "width", "press",  # type: ignore[arg-type, misc]
                                                                                        "energy")),
                           fps=self.track.fps,
                           fv=None if self.track.fv is None else np.asarray(self.track.fv)[k:k + 1])
@@ -454,7 +454,7 @@ class _Redubber:
         x0, y0, x1, y1 = warper.roi
         mask[y0:y1, x0:x1] = moved
         cv2.fillPoly(mask, [np.round(dest[list(F.LIPS_INNER), :2]).astype(np.int32)], 255)
-        mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+        mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))  # type: ignore[assignment]
         return out, mask
 
 

@@ -19,8 +19,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .api import NoFaceError
 from . import models as _models
+from .api import NoFaceError
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _weighted_nms(boxes: list, thresh: float = 0.3) -> list:
         ws = np.array([b.score for b in group])
         ws = ws / ws.sum()
         def avg(get):
-            return float(sum(w * get(b) for w, b in zip(ws, group)))
+            return float(sum(w * get(b) for w, b in zip(ws, group)))  # noqa: B023 - called in this iteration
         eyes = tuple(
             (avg(lambda b, i=i: b.eyes[i][0]), avg(lambda b, i=i: b.eyes[i][1])) for i in range(2)
         )

@@ -271,7 +271,7 @@ class ActionFields:
         out[:, 0] = gain * np.clip(u, -1.3 * half, 1.3 * half) * vert * horiz
         corner_w = np.exp(-((np.abs(u) - half) ** 2 + v ** 2) / (2 * 0.05 ** 2))
         out[:, 1] += lift * corner_w
-        mid = lambda i: 1.0 - min(1.0, abs(u[i]) / max(half, 1e-6)) ** 2  # noqa: E731
+        mid = lambda i: 1.0 - min(1.0, abs(u[i]) / max(half, 1e-6)) ** 2  # type: ignore[operator]  # noqa: E731
         for i in F.LIPS_OUTER_UPPER[1:-1]:
             out[i, 1] += (-pout + thin) * mid(i)
         for i in F.LIPS_OUTER_LOWER[1:-1]:

@@ -134,7 +134,7 @@ class Colours:
     grey: bool
 
 
-def face_colours(image: np.ndarray, rest: np.ndarray, fh: float, teeth: Optional[np.ndarray] = None,
+def face_colours(image: np.ndarray, rest: np.ndarray, fh: float, teeth: Optional[np.ndarray] = None,  # noqa: ARG001 - callers pass the face height
                  cavity: Optional[np.ndarray] = None) -> Colours:
     """Colours for a drawn mouth inside, from the portrait itself.
 
@@ -270,7 +270,7 @@ def refine_inner_lips(image: np.ndarray, rest: np.ndarray, fh: float) -> np.ndar
                 moves[k] = out_dir * (found - 0.5)
             else:
                 step, limit = -out_dir, reach_in  # on lip: in to the opening
-                found = next((d for d in range(1, limit + 1)
+                found = next((d for d in range(1, limit + 1)  # type: ignore[assignment]
                               if 0 <= y + d * step + step < len(col) and col[y + d * step]
                               and col[y + d * step + step]), None)
                 moves[k] = -out_dir * (found - 0.5) if found else 0.0
@@ -439,7 +439,7 @@ class MouthInterior:
             # columns without a tooth of their own (a gap, a glint) take their neighbour's
             colour = near.get(c)
             if colour is None:
-                colour = near[int(known[np.argmin(np.abs(known - c))])]
+                colour = near[int(known[np.argmin(np.abs(known - c))])]  # type: ignore[index]
             rows = np.nonzero(alpha[:, c] > 0.5)[0]
             if hang:
                 alpha[:rows[0], c] = 1.0

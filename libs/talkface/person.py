@@ -283,7 +283,7 @@ def _mask(canon_mean: np.ndarray, chin_max: float, box, iod: float) -> np.ndarra
     cv2.fillPoly(mask, [np.round(poly - [x0, y0]).astype(np.int32)], 1.0)
     sigma = max(1.0, 0.05 * iod)
     erode = max(1, int(round(1.5 * sigma)))
-    mask = cv2.erode(mask, np.ones((2 * erode + 1, 2 * erode + 1), np.uint8))
+    mask = cv2.erode(mask, np.ones((2 * erode + 1, 2 * erode + 1), np.uint8))  # type: ignore[assignment]
     return cv2.GaussianBlur(mask, (0, 0), sigma)
 
 
@@ -357,9 +357,9 @@ def build_person_model(face: FaceAnalyzer, video_path: str | os.PathLike, out_di
                 break
             report(i + 1, f"Building the mouth atlas: frame {i + 1}")
         # Backward half (without repeating the two ends) so the clip loops seamlessly.
-        for buf in reversed(base_jpegs):
+        for buf in reversed(base_jpegs):  # type: ignore[assignment]
             bgr = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
-            writer.write(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+            writer.write(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))  # type: ignore[arg-type]
         writer.close()
     except BaseException:
         writer.abort()
@@ -537,7 +537,7 @@ def generate_person_video(model_dir: str | os.PathLike, audio_path: str | os.Pat
     nb = len(model.base_from_canon)
     loops = 0
     try:
-        for i, (frame, loops) in enumerate(reader.looped(n, w, h)):
+        for i, (frame, loops) in enumerate(reader.looped(n, w, h)):  # noqa: B007 - read after the loop
             _check_stop(should_stop)
             b = i % nb
             if model.base_has_face[b]:

@@ -153,7 +153,7 @@ def mouth_report(video: analysis.VideoAnalysis, portrait_landmarks: np.ndarray, 
         judged += 1
         closed += int(np.nanmin(gap[inside]) <= threshold)
 
-    r = analysis.best_lagged_correlation(gap, loud, max_lag=2).r
+    r = analysis.best_lagged_correlation(gap, loud, max_lag=2).r  # type: ignore[arg-type]
     return MouthReport(float(np.nanpercentile(gap, 95)), rest_gap, above_close, int(close_v.sum()), above_open,
                        int(open_v.sum()), slope, closed, judged, r, pause_gap)
 

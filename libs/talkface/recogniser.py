@@ -68,17 +68,17 @@ class PhoneRecogniser:
                 yield from phones.recognise_in_turn(pieces)
                 return
             proc = self._proc
-            feeder = threading.Thread(target=_feed, args=(proc.stdin, pieces), daemon=True)
+            feeder = threading.Thread(target=_feed, args=(proc.stdin, pieces), daemon=True)  # type: ignore[union-attr]
             feeder.start()
-            for piece in pieces:
-                line = proc.stdout.readline()
+            for _piece in pieces:
+                line = proc.stdout.readline()  # type: ignore[union-attr]
                 if not line:
                     break
                 done += 1
                 yield [tuple(p) for p in json.loads(line)]
             if done < len(pieces):
                 log.warning("the phone recogniser stopped (exit %s); recognising in process",
-                            proc.poll())
+                            proc.poll())  # type: ignore[union-attr]
                 self._stop()
                 yield from phones.recognise_in_turn(pieces[done:])
                 done = len(pieces)
@@ -94,7 +94,7 @@ class PhoneRecogniser:
     def _drain(self, proc: subprocess.Popen, count: int) -> None:
         try:
             for _ in range(count):
-                if not proc.stdout.readline():
+                if not proc.stdout.readline():  # type: ignore[union-attr]
                     break
         finally:
             self._busy.release()

@@ -227,7 +227,7 @@ class Warper:
         border = []
         for t in np.linspace(0, 1, 9):
             border += [(t * (w - 1), 0), (t * (w - 1), h - 1), (0, t * (h - 1)), (w - 1, t * (h - 1))]
-        border = np.unique(np.array(border, np.float64), axis=0)
+        border = np.unique(np.array(border, np.float64), axis=0)  # type: ignore[assignment]
         ring = ring[(ring[:, 0] > 1) & (ring[:, 0] < w - 2) & (ring[:, 1] > 1) & (ring[:, 1] < h - 2)]
         cand = np.concatenate([ring, border])
         # anchors crowding a mesh point make slivers that tear under motion: keep a margin
@@ -312,7 +312,7 @@ class Warper:
     def _keep_lips_off_the_opening(self, m: np.ndarray, dest: np.ndarray) -> None:
         """Outside the frame's own opening, send pixels that would sample the picture's
         opening to the nearest lip pixel instead (see _opening_guard), in place."""
-        (gx0, gy0, gx1, gy1), inside, near, gap = self._guard
+        (gx0, gy0, gx1, gy1), inside, near, gap = self._guard  # type: ignore[misc]
         if np.median((dest[list(F.LIPS_INNER_LOWER)] - dest[list(F.LIPS_INNER_UPPER)])[3:8, 1]) >= gap:
             return  # the lips part at least as far as the picture's: nothing to cover
         rx0, ry0, rx1, ry1 = self.roi
@@ -344,7 +344,7 @@ class Warper:
         else:
             np.copyto(out, self.image)
         # fixed-point maps: the conversion plus the integer remap beat a float remap
-        m1, m2 = cv2.convertMaps(m, None, cv2.CV_16SC2)
+        m1, m2 = cv2.convertMaps(m, None, cv2.CV_16SC2)  # type: ignore[call-overload]
         # Interpolation averages neighbours, which halves the finest detail wherever the
         # face moved by a fraction of a pixel; the background never moves. So the smooth
         # part of the picture is interpolated and its fine detail (pores, stubble, grain)

@@ -22,13 +22,13 @@ from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from libs.safehttp import (  # noqa: F401 - re-exported: the media service's error codes
+    DEFAULT_PORTS,
     URL_FORBIDDEN_ADDRESS,
     URL_HTTP_ERROR,
     URL_SCHEME,
     URL_TIMEOUT,
     URL_TOO_LARGE,
     URL_UNRESOLVABLE,
-    DEFAULT_PORTS,
     AddressPolicy,
     FetchError,
     GuardedBackend,

@@ -204,15 +204,15 @@ def probe(path: str, expect: str | None = None, decode_check: bool = True) -> Me
                 or (ctx.name in _STILL_CODECS and (video.frames or 0) <= 1)
             )
         if audio is not None:
-            ctx = audio.codec_context
+            ctx = audio.codec_context  # type: ignore[assignment]
             info.has_audio = True
             info.audio_codec = ctx.name
-            info.sample_rate = ctx.sample_rate
-            info.channels = ctx.channels
+            info.sample_rate = ctx.sample_rate  # type: ignore[attr-defined]
+            info.channels = ctx.channels  # type: ignore[attr-defined]
         if container.duration is not None and container.duration > 0:
             info.duration_seconds = container.duration / av.time_base
         else:
-            spans = [float(s.duration * s.time_base) for s in (video, audio) if s is not None and s.duration]
+            spans = [float(s.duration * s.time_base) for s in (video, audio) if s is not None and s.duration]  # type: ignore[operator]
             info.duration_seconds = max(spans, default=0.0)
         if info.is_image:
             info.fps = 0.0
@@ -289,7 +289,7 @@ def _iter_audio(path: str, fmt: str, layout: str, rate: int) -> Iterator[np.ndar
 
         keep = pending_samples
         if end_ts is not None and first_pts is not None:
-            declared = round((end_ts - first_pts) * stream.time_base * rate)
+            declared = round((end_ts - first_pts) * stream.time_base * rate)  # type: ignore[operator]
             excess = yielded + pending_samples - declared
             if 0 < excess <= holdback:
                 keep = pending_samples - excess
@@ -318,7 +318,7 @@ def normalize_audio(src: str, dst: str, max_seconds: float = 0) -> tuple[float, 
         out.setsampwidth(2)
         out.setframerate(NORMALIZED_RATE)
         blocks = _iter_audio(src, "s16", "mono", NORMALIZED_RATE)
-        with closing(blocks):
+        with closing(blocks):  # type: ignore[type-var]
             for block in blocks:
                 samples = block.reshape(-1).astype("<i2", copy=False)
                 if limit is not None and written + samples.size > limit:
@@ -508,7 +508,7 @@ def _mux_into(dst: str, vin, vstream, v_start: Fraction, v_end: Fraction, audio:
                 continue  # the demuxer's end-of-stream marker
             now = packet.dts * packet.time_base
             # Interleave as we go so the muxer never buffers a whole track.
-            while pending is not None and pending.pts * pending.time_base <= now:
+            while pending is not None and pending.pts * pending.time_base <= now:  # type: ignore[operator]
                 out.mux(pending)
                 pending = next(audio_packets, None)
             packet.stream = ov
@@ -537,8 +537,8 @@ def _aac_packets(path: str, stream, rate: int, layout: str, total: int | None, s
     def frames(block: np.ndarray, final: bool) -> Iterator[av.AudioFrame]:
         nonlocal buffer, sent
         buffer = np.concatenate([buffer, block], axis=1) if block.size else buffer
-        while sent < total and (buffer.shape[1] >= frame_size or (final and buffer.shape[1] > 0)):
-            n = min(frame_size, total - sent, buffer.shape[1])
+        while sent < total and (buffer.shape[1] >= frame_size or (final and buffer.shape[1] > 0)):  # type: ignore[operator]
+            n = min(frame_size, total - sent, buffer.shape[1])  # type: ignore[operator]
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(buffer[:, :n]), format="fltp", layout=layout)
             frame.sample_rate = rate
             frame.time_base = Fraction(1, rate)
@@ -548,22 +548,22 @@ def _aac_packets(path: str, stream, rate: int, layout: str, total: int | None, s
             yield frame
 
     blocks = _iter_audio(path, "fltp", layout, rate)
-    with closing(blocks):
+    with closing(blocks):  # type: ignore[type-var]
         for block in blocks:
             for frame in frames(block, final=False):
                 yield from stream.encode(frame)
-            if sent >= total:
+            if sent >= total:  # type: ignore[operator]
                 break
     if whole:
         sound = sent + buffer.shape[1]
         total = -(-(sound + pad) // frame_size) * frame_size
         if heard is not None:
             heard.append(sound)
-    if sent < total:
+    if sent < total:  # type: ignore[operator]
         # Short audio: silence until the video ends.
-        missing = total - sent - buffer.shape[1]
-        pad = np.zeros((channels, max(0, missing)), dtype=np.float32)
-        for frame in frames(pad, final=True):
+        missing = total - sent - buffer.shape[1]  # type: ignore[operator]
+        pad = np.zeros((channels, max(0, missing)), dtype=np.float32)  # type: ignore[assignment]
+        for frame in frames(pad, final=True):  # type: ignore[arg-type]
             yield from stream.encode(frame)
     yield from stream.encode(None)
 
@@ -595,7 +595,7 @@ def _clip_signature(path: str, number: int) -> _Clip:
             actx = a.codec_context
             audio = (actx.name, actx.sample_rate, actx.channels, bytes(actx.extradata or b""))
             # In the stream's time base, which for audio in MP4 is 1 / sample rate.
-            audio_frame = int(round(Fraction(actx.frame_size or 0, actx.sample_rate) / a.time_base))
+            audio_frame = int(round(Fraction(actx.frame_size or 0, actx.sample_rate) / a.time_base))  # type: ignore[operator]
         spans = _packet_spans(container, audio_frame)
     if KIND_VIDEO not in spans:
         raise MediaError(f"clip {number} holds no video frames")
@@ -620,7 +620,7 @@ def _compare(first: _Clip, clip: _Clip, index: int) -> None:
     ):
         if a is None:
             continue
-        for name, x, y in zip(fields, a, b):
+        for name, x, y in zip(fields, a, b):  # type: ignore[arg-type]
             if x != y:
                 shown = (x, y) if not isinstance(x, bytes) else ("…", "different bytes")
                 raise MediaError(
@@ -670,9 +670,9 @@ def concat(sources: Sequence[str], dst: str) -> MediaInfo:
                             packet.duration = clip.audio_frame
                         tb = packet.time_base
                         shift = int(round(offset / tb))
-                        packet.pts += shift
+                        packet.pts += shift  # type: ignore[operator]
                         packet.dts += shift
-                        packet.stream = out_streams[packet.stream.type]
+                        packet.stream = out_streams[packet.stream.type]  # type: ignore[index]
                         out.mux(packet)
                 offset += clip.duration
     except (av.FFmpegError, ValueError) as exc:

@@ -22,7 +22,7 @@ _REQUIRED_CODECS = (("aac", "w"), ("h264", "r"), ("pcm_s16le", "w"))
 
 def _check_codecs() -> None:
     for name, mode in _REQUIRED_CODECS:
-        av.codec.Codec(name, mode)
+        av.codec.Codec(name, mode)  # type: ignore[arg-type]
 
 
 def create_media_server(settings: MediaSettings, store: ObjectStore) -> GrpcServer:

@@ -146,7 +146,7 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
         return tempfile.TemporaryDirectory(prefix="media-", dir=self.settings.work_dir)
 
     @staticmethod
-    def _kind(value: int) -> str | None:
+    def _kind(value: media_pb2.MediaKind) -> str | None:
         if value not in _KINDS:
             raise InvalidRequest(f"unknown media kind {value}")
         return _KINDS[value]

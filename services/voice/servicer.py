@@ -8,13 +8,13 @@ import math
 import pathlib
 import posixpath
 
+from libs.engines.protocol import PersonTrainJob, PersonVideoJob
 from libs.grpcutil.errors import InvalidRequest
 from libs.grpcutil.jobs import run_job
-from libs.engines.protocol import PersonTrainJob, PersonVideoJob
 from libs.grpcutil.model_service import Staging, named, video_result
 from libs.speech import asr
 from libs.speech import profile as voice_profile
-from libs.speech.espeak import SpeechError, write_wav
+from libs.speech.espeak import write_wav
 from libs.talkface import api
 from libs.talkface.audio import SAMPLE_RATE, load_audio
 from talkserve.common.v1 import common_pb2
@@ -137,11 +137,11 @@ class PersonServicer(voice_pb2_grpc.PersonServiceServicer):
         if not request.video.key:
             raise InvalidRequest("video is required")
         s = self._settings
-        limits = dict(
-            max_seconds=min(request.max_seconds or s.max_train_seconds, s.max_train_seconds),
-            base_seconds=min(request.base_seconds or s.base_seconds, s.max_train_seconds),
-            max_atlas_entries=min(request.max_atlas_entries or s.max_atlas_entries, s.max_atlas_entries),
-        )
+        limits = {
+            "max_seconds": min(request.max_seconds or s.max_train_seconds, s.max_train_seconds),
+            "base_seconds": min(request.base_seconds or s.base_seconds, s.max_train_seconds),
+            "max_atlas_entries": min(request.max_atlas_entries or s.max_atlas_entries, s.max_atlas_entries),
+        }
 
         def work(progress, should_stop):
             with self._staging.job_dir(request.job_id) as tmp:
