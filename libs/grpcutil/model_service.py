@@ -18,9 +18,9 @@ import grpc
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from libs import logs
 from libs.engines.loader import check_engine, load_engine
 from libs.engines.protocol import DeviceInfo, Engine, EngineOptions
-from libs import logs
 from libs.grpcutil.jobs import SlotPool, WorkerServicer
 from libs.grpcutil.server import GrpcServer, ServerSettings, create_server, serve_until_signal
 from libs.store.client import ObjectStore

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from libs import logs
 from libs.grpcutil.server import serve_until_signal
 from libs.store.client import ObjectStore
