@@ -55,9 +55,9 @@ def _probe_nvenc() -> tuple[bool, str]:
     try:
         with av.open(io.BytesIO(), mode="w", format="mp4") as container:
             stream = container.add_stream(NVENC, rate=24)
-            stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
+            stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"  # type: ignore[union-attr]
             frame = av.VideoFrame.from_ndarray(np.zeros((384, 256), np.uint8), format="yuv420p")
-            for packet in [*stream.encode(frame), *stream.encode()]:
+            for packet in [*stream.encode(frame), *stream.encode()]:  # type: ignore[arg-type, union-attr]
                 container.mux(packet)
     except Exception as exc:  # no driver, no GPU, no free NVENC session: libx264 instead
         return False, f"h264_nvenc did not open: {exc}"
@@ -114,8 +114,8 @@ class VideoWriter:
         # faststart: players (and browsers) can start before the whole file has arrived
         container = av.open(self.path, mode="w", options={"movflags": "+faststart"})
         stream = container.add_stream(codec, rate=_rate(fps))
-        stream.width, stream.height = self.width, self.height
-        stream.pix_fmt = "yuv420p"
+        stream.width, stream.height = self.width, self.height  # type: ignore[union-attr]
+        stream.pix_fmt = "yuv420p"  # type: ignore[union-attr]
         if codec == NVENC:
             # constant quality (cq) with no bitrate cap: NVENC's counterpart of x264's crf
             stream.options = {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(crf), "b": "0"}

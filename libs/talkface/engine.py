@@ -163,7 +163,7 @@ class Engine:
             return _NumbaFrames(warper, interior)
         from .torch_render import TorchFrames
 
-        return TorchFrames(warper, interior, self.render_device, self.batch)
+        return TorchFrames(warper, interior, self.render_device, self.batch)  # type: ignore[arg-type]
 
     def _redub_frame(self):
         """How a re-dub renders each frame (its own portrait, so one frame at a time)."""

@@ -51,11 +51,11 @@ def redub_frame(warper: Warper, interior: MouthInterior, dest: np.ndarray, skull
     """One re-dubbed frame with torch (engine._numba_redub_frame's twin): the frame warped to
     `dest` with its mouth drawn, and the uint8 mask over the ROI of the pixels that moved
     more than `min_move` px (Warper.warp_with_mask's)."""
-    device = torch.device(device)
+    device = torch.device(device)  # type: ignore[assignment]
     with torch.inference_mode():
-        warp = TorchWarper(warper, device)
+        warp = TorchWarper(warper, device)  # type: ignore[arg-type]
         frames, maps = warp.warp(dest[None])
-        TorchMouth(interior, device).draw(frames, dest[None], skull[None], mandible[None], i)
+        TorchMouth(interior, device).draw(frames, dest[None], skull[None], mandible[None], i)  # type: ignore[arg-type]
         gx, gy = warp._ident
         d = maps[0].reshape(-1, 2) - torch.stack([gx, gy], -1).float()
         moved = ((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) > min_move * min_move).reshape(warp.rh, warp.rw)

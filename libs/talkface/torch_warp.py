@@ -156,7 +156,7 @@ class TorchWarper:
 
     def _keep_lips_off_the_opening(self, m: torch.Tensor, dests: np.ndarray) -> None:
         """Warper._keep_lips_off_the_opening for every frame of the chunk, in place."""
-        (gx0, gy0, gx1, gy1), inside, near, gap = self._guard
+        (gx0, gy0, gx1, gy1), inside, near, gap = self._guard  # type: ignore[misc]
         rx0, ry0, rx1, ry1 = self.warper.roi
         boxes = []
         for k, dest in enumerate(dests):
