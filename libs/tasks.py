@@ -151,6 +151,12 @@ class TaskRecord(BaseModel):
     # was answered with a copy of an earlier task's result.
     cache_key: str | None = None
     cached: bool = False
+    # The X-Request-ID of the request that created it: the log lines of its work name it.
+    request_id: str | None = None
+    # talkserve's own API: the client's metadata, echoed on the job and its webhooks; and the
+    # webhook events the client asked for (None: the final one only).
+    metadata: dict[str, Any] | None = None
+    webhook_events: list[str] | None = None
 
     @field_validator("created_at", "updated_at", "lease_until", "started_at")
     @classmethod

@@ -67,15 +67,15 @@ def wait_grpc_serving(target: str, timeout: float, proc: subprocess.Popen | None
     raise TimeoutError(f"{target} was not SERVING within {timeout:.0f} s")
 
 
-def wait_http_alive(base_url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    """Block until the gateway at `base_url` answers its liveness check."""
+def wait_http_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Block until the gateway at `base_url` is ready (it answers at once, but waits for its store)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the gateway exited with code {proc.returncode}")
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(base_url + "/livez", timeout=2) as resp:
-                if json.load(resp).get("status") == "alive":
+        with contextlib.suppress(OSError, ValueError):  # 503 (HTTPError) while it waits for the store
+            with urllib.request.urlopen(base_url + "/readyz", timeout=5) as resp:
+                if json.load(resp).get("status") == "ready":
                     return
         time.sleep(0.2)
     raise TimeoutError(f"{base_url} did not answer within {timeout:.0f} s")
@@ -154,7 +154,7 @@ class Stack:
         svc.proc = self._popen(name, svc.module, svc.env)
         timeout = timeout or self.start_timeout
         if svc.module == "services.gateway":
-            wait_http_alive(svc.target, timeout, svc.proc)
+            wait_http_ready(svc.target, timeout, svc.proc)
         else:
             wait_grpc_serving(svc.target, timeout, svc.proc)
 
@@ -215,7 +215,7 @@ class Stack:
                 **{f"TALKSERVE_GATEWAY_{k.upper()}_TARGETS": json.dumps(v) for k, v in targets.items()},
             }, f"http://{self.host}:{ports[0]}"))
         for gateway in gateways:
-            wait_http_alive(gateway.target, self.start_timeout, gateway.proc)
+            wait_http_ready(gateway.target, self.start_timeout, gateway.proc)
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM every service, gateway first, and wait for each to drain."""

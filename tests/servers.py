@@ -101,7 +101,8 @@ def gateway_app(back: Backend, **overrides) -> Iterator[tuple[str, object]]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while not server.started:
+    # started: uvicorn listens; app.state.started: the gateway reached its store (startup.py)
+    while not (server.started and getattr(app.state, "started", False)):
         assert time.monotonic() < deadline, "gateway did not start"
         time.sleep(0.05)
     try:

@@ -8,6 +8,7 @@ has really stopped.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import socket
@@ -153,7 +154,8 @@ def run_job(
         except BaseException as exc:  # noqa: BLE001 - handed to the RPC thread
             events.put((done, None, exc))
 
-    thread = threading.Thread(target=_target, name="engine-job", daemon=True)
+    # The engine's thread logs with the request id of the call (libs.grpcutil.requestid).
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(_target,), name="engine-job", daemon=True)
     started = time.monotonic()
     JOBS_RUNNING.inc()
     outcome = "cancelled"

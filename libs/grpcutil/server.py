@@ -18,6 +18,7 @@ from libs.grpcutil.connection import server_options
 from libs.grpcutil.errors import Classifier
 from libs.grpcutil.interceptor import ErrorInterceptor
 from libs.grpcutil.metrics import MetricsInterceptor, serve_metrics
+from libs.grpcutil.requestid import RequestIdInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,14 @@ def create_server(
 ) -> GrpcServer:
     """Create and start a server; `register` adds servicers and returns their full names.
 
+    The request id of the call's metadata is set for its log lines (RequestIdInterceptor).
     Requests are validated and failures mapped to statuses by ErrorInterceptor (`classify`
     maps the service's own exceptions first). Health starts NOT_SERVING: the caller flips it
     once its engine is loaded.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[MetricsInterceptor(), ErrorInterceptor(classify)],
+        interceptors=[RequestIdInterceptor(), MetricsInterceptor(), ErrorInterceptor(classify)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import pathlib
@@ -13,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from libs.store.client import ObjectStore
 from libs.store.settings import StoreSettings
 from libs.tasks import TaskStore
-from services.gateway import native, openapi
+from services.gateway import native, openapi, startup
 from services.gateway.auth import ApiKeyMiddleware, ApiKeys
 from services.gateway.clients import Clients
 from services.gateway.context import Gateway
@@ -22,6 +23,7 @@ from services.gateway.errors import install_handlers
 from services.gateway.kinds import KINDS
 from services.gateway.limits import RequestLimits
 from services.gateway.metrics import registry_for
+from services.gateway.observe import RequestObserver
 from services.gateway.pipeline import Pipeline
 from services.gateway.retention import RetentionSweeper
 from services.gateway.routers import (
@@ -53,9 +55,8 @@ STATIC = pathlib.Path(__file__).resolve().parent / "static"
 
 
 def build_gateway(settings: GatewaySettings, store_settings: StoreSettings | None = None) -> Gateway:
-    """Connect to the store and the services; nothing is started yet."""
+    """The gateway's parts; nothing is started or contacted yet (startup.py waits for the store)."""
     store = ObjectStore(store_settings or StoreSettings())
-    store.ensure_bucket()
     tasks = TaskStore(store)
     clients = Clients(settings.media_target, settings.model_targets())
     pipeline = Pipeline(settings, clients, tasks, store)
@@ -71,17 +72,24 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
         gw = build_gateway(settings, store_settings)
         app.state.gateway = gw
         app.state.metrics = registry_for(gw.dispatcher)
-        native_api = native.start(app, gw)  # before dispatching: its webhooks hook into the dispatcher
-        gw.dispatcher.start()
+        app.state.started = False
         sweeper = RetentionSweeper(gw.tasks, gw.store, settings)
-        sweeper.start()
-        log.info("gateway %s ready", settings.gateway_id)
+
+        def start() -> None:
+            native.start(app, gw)  # before dispatching: its webhooks hook into the dispatcher
+            gw.dispatcher.start()
+            sweeper.start()
+            log.info("gateway %s ready", settings.gateway_id)
+
+        starting = asyncio.create_task(startup.start_when_store_answers(app, gw, start))
         try:
             yield
         finally:
-            sweeper.stop()
-            gw.dispatcher.stop(settings.shutdown_grace_seconds)
-            native_api.close()
+            starting.cancel()
+            if startup.started(app):
+                sweeper.stop()
+                gw.dispatcher.stop(settings.shutdown_grace_seconds)
+                app.state.native.close()
             gw.clients.close()
 
     app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan)
@@ -90,6 +98,8 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
     # The last added runs first: keys and rate limits before a body is read.
     app.add_middleware(RequestLimits, settings=settings)
     app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(settings))
+    app.add_middleware(startup.StartGate)
+    app.add_middleware(RequestObserver)  # outermost: every answer has its request id and is counted
     app.mount("/ui", StaticFiles(directory=STATIC), name="ui")
     app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
     for module in modules:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from libs.grpcutil.connection import client_options
+from libs.grpcutil.requestid import channel_with_request_id
 from services.gateway.rpc import MediaClient, WorkerClient
 from talkserve.worker.v1 import worker_pb2
 
@@ -96,7 +97,8 @@ class Clients:
     def _channel(self, target: str, balanced: bool = False) -> grpc.Channel:
         channel = grpc.insecure_channel(target, options=client_options(balanced=balanced))
         self._channels.append(channel)
-        return channel
+        # Every call carries the id of the HTTP request it serves, for the services' log lines.
+        return channel_with_request_id(channel)
 
     def close(self) -> None:
         for channel in self._channels:

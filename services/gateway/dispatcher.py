@@ -18,9 +18,10 @@ from typing import Any
 
 from tenacity import wait_random_exponential
 
-from libs.tasks import LeaseLost, TaskNotFound, TaskRecord, TaskStatus, TaskStore
+from libs.tasks import LeaseLost, TaskNotFound, TaskRecord, TaskStatus, TaskStore, utcnow
 from services.gateway.clients import Clients, Replica
 from services.gateway.kinds import JobKind
+from services.gateway.metrics import QUEUE_WAIT_SECONDS, kind_label
 from services.gateway.outcomes import Held, Outcomes
 from services.gateway.pipeline import Pipeline, Run
 from services.gateway.queues import Item, QueueFull, Queues
@@ -274,6 +275,9 @@ class Dispatcher(Outcomes):
                 # Another gateway holds it (or it ended): its units are not ours to run.
                 self.queues.drop(task_id)
             return None
+        if record.attempts == 1:  # its first claim: how long it waited for a free slot
+            QUEUE_WAIT_SECONDS.labels(kind_label(record.kind)).observe(
+                max(0.0, (utcnow() - record.created_at).total_seconds()))
         kind = self.kinds.get(record.kind)
         units = kind.pending_units(record) if kind is not None else [None]
         held = Held(record=record, left={u for u in units if u is not None})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 
+from libs.logs import REQUEST_ID
 from libs.tasks import TaskRecord, TaskStatus
 from services.gateway.context import Gateway
 from services.gateway.queues import QueueFull
@@ -21,6 +22,8 @@ __all__ = ["QUEUE_RETRY_AFTER", "QueueFull", "cancel", "start"]
 
 async def start(gw: Gateway, record: TaskRecord) -> int:
     """Store the task and queue it; its 0-based place among the waiting tasks. Raises QueueFull."""
+    if record.request_id is None and REQUEST_ID.get() != "-":
+        record.request_id = REQUEST_ID.get()
     await run_in_threadpool(gw.tasks.create, record)
     try:
         return gw.dispatcher.submit(record)

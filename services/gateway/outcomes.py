@@ -16,6 +16,7 @@ from typing import Any
 
 from tenacity import RetryCallState
 
+from libs.logs import REQUEST_ID
 from libs.tasks import TaskRecord, TaskStatus, TaskStore
 from services.gateway.faults import (
     Fault,
@@ -26,7 +27,7 @@ from services.gateway.faults import (
     classify,
 )
 from services.gateway.kinds import JobKind
-from services.gateway.metrics import TASK_SECONDS, TASKS_FINISHED
+from services.gateway.metrics import TASK_SECONDS, TASKS_FINISHED, kind_label
 from services.gateway.pipeline import Pipeline, Run
 from services.gateway.queues import Item, Queues
 from services.gateway.settings import GatewaySettings
@@ -67,6 +68,9 @@ class Outcomes:
         raise NotImplementedError
 
     def _execute(self, held: Held, run: Run) -> None:
+        # The unit's log lines, here and (through the gRPC metadata) on the services, name the
+        # request that created the task.
+        REQUEST_ID.set(held.record.request_id or "-")
         try:
             self._execute_unit(held, run)
         except Exception:  # noqa: BLE001 - recording the outcome failed (store down for long)
@@ -130,9 +134,9 @@ class Outcomes:
                 log.warning("finish hook failed for %s", task_id, exc_info=True)
 
     def _count(self, held: Held, status: TaskStatus, reason: str) -> None:
-        TASKS_FINISHED.labels(held.record.kind, status.value, reason).inc()
+        TASKS_FINISHED.labels(kind_label(held.record.kind), status.value, reason).inc()
         if status == TaskStatus.COMPLETED:
-            TASK_SECONDS.labels(held.record.kind).observe(time.monotonic() - held.claimed_at)
+            TASK_SECONDS.labels(kind_label(held.record.kind)).observe(time.monotonic() - held.claimed_at)
 
     def _finish_segments(self, held: Held, run: Run) -> None:
         kind = self.kinds[held.record.kind]

@@ -583,7 +583,7 @@ def test_prod_autoscales_model_services_on_queue_depth(rendered):
         assert spec["scaleTargetRef"]["name"] == svc and svc in deployments
         assert spec["minReplicaCount"] >= 2
         (trigger,) = spec["triggers"]
-        assert f'talkserve_queue_depth{{kind="{svc}"}}' in trigger["metadata"]["query"]
+        assert f'talkserve_queue_depth{{service="{svc}"}}' in trigger["metadata"]["query"]
         # KEDA's HPA owns the replica count: the Deployment must not fight it on every apply.
         assert "replicas" not in deployments[svc]["spec"]
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
-from services.stack import ROOT, free_port, store_env, wait_http_alive
+from services.stack import ROOT, free_port, store_env, wait_http_ready
 from tests import servers
 
 MB = 1024 * 1024
@@ -40,7 +40,7 @@ def gateway_process(seaweed, tmp_path_factory):
                                 stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_http_alive(url, 60, proc)
+            wait_http_ready(url, 60, proc)
             yield url, psutil.Process(proc.pid)
         finally:
             proc.terminate()

@@ -15,7 +15,7 @@ def _samples(text: str) -> dict:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def test_gateway_metrics_show_queue_depth_per_kind_and_outcomes(stack, portrait, speech):
+def test_gateway_metrics_show_queue_depth_per_service_and_outcomes_per_kind(stack, portrait, speech):
     url, _ = stack
     with open(portrait, "rb") as img, open(speech, "rb") as aud:
         task = requests.post(f"{url}/api/v1/synthesis/start", files={"image": img, "audio": aud},
@@ -25,11 +25,12 @@ def test_gateway_metrics_show_queue_depth_per_kind_and_outcomes(stack, portrait,
     resp = requests.get(f"{url}/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     samples = _samples(resp.text)
-    for kind in ("dicetalk", "echomimic", "latentsync"):
-        assert (("talkserve_queue_depth", (("kind", kind),)) in samples)
-        assert samples[("talkserve_replicas", (("kind", kind),))] == 1
+    for service in ("dicetalk", "echomimic", "latentsync"):
+        assert (("talkserve_queue_depth", (("service", service),)) in samples)
+        assert samples[("talkserve_replicas", (("service", service),))] == 1
+    # kinds as clients see them: a DICE-Talk task is the native API's "emotion"
     completed = samples[("talkserve_tasks_finished_total",
-                         (("kind", "dicetalk"), ("reason", "ok"), ("status", "COMPLETED")))]
+                         (("kind", "emotion"), ("reason", "ok"), ("status", "COMPLETED")))]
     assert completed >= 1
 
 

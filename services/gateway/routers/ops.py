@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.context import GatewayDep
+from services.gateway.startup import started
 
 router = APIRouter(tags=["Operations"])
 
@@ -31,7 +32,8 @@ class ServiceState(BaseModel):
 class Readiness(BaseModel):
     """Whether this gateway can answer clients, and what it reaches."""
 
-    status: str = Field(description="ready, or not_ready while the object store is unreachable")
+    status: str = Field(description="ready; starting while the gateway waits for the object store at start; "
+                                    "not_ready while the store is unreachable")
     store: bool = Field(description="the object store answered a signed request just now")
     services: dict[str, ServiceState] = Field(description="media and each model kind")
 
@@ -49,9 +51,9 @@ def livez() -> dict:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness,
-                                                                   "description": "the object store is unreachable"}})
-async def readyz(gw: GatewayDep) -> JSONResponse:
-    """Ready (200) while the object store answers; 503 otherwise. The services are reported too."""
+    "description": "the object store is unreachable, or the gateway still waits for it at start"}})
+async def readyz(gw: GatewayDep, request: Request) -> JSONResponse:
+    """Ready (200) once started and while the object store answers; 503 otherwise. The services are reported too."""
     clients = gw.clients
 
     def replicas(kind: str) -> ServiceState:
@@ -66,5 +68,7 @@ async def readyz(gw: GatewayDep) -> JSONResponse:
         run_in_threadpool(gw.store.ping), run_in_threadpool(media),
         *(run_in_threadpool(replicas, kind) for kind in clients.replicas))
     services = {"media": media_state, **dict(zip(clients.replicas, kinds))}
-    body = Readiness(status="ready" if store else "not_ready", store=store, services=services)
-    return JSONResponse(body.model_dump(), status_code=200 if store else 503)
+    ready = store and started(request.app)
+    status = "ready" if ready else ("not_ready" if started(request.app) else "starting")
+    body = Readiness(status=status, store=store, services=services)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
