@@ -1,5 +1,8 @@
 """`Idempotency-Key` on create endpoints: a replay returns the first answer; another body is a 409.
 
+A replay is marked on the request (`replayed(request)`), so the native API answers it with
+`Idempotent-Replayed: true`.
+
 The key is claimed in the store with a create-only write before the task exists, so two
 racing requests with the same key make one task between them, across gateway replicas.
 """
@@ -17,6 +20,7 @@ from libs.store.client import AlreadyExists, NotFound
 from services.gateway.errors import ApiError
 
 HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 
 
@@ -52,6 +56,7 @@ async def once(request: Request, gw, api: str, digest: str, task_id: str, respon
         if stored["response"] is None:
             raise error(409, f"the request with this {HEADER} is still being processed; retry",
                         headers={"Retry-After": "1"})
+        request.state.idempotent_replayed = True
         return stored["response"]
     try:
         response = await respond()
@@ -61,3 +66,8 @@ async def once(request: Request, gw, api: str, digest: str, task_id: str, respon
     await run_in_threadpool(gw.store.put_bytes, entry,
                             json.dumps(claim | {"response": response}).encode(), "application/json")
     return response
+
+
+def replayed(request: Request) -> bool:
+    """True when `once` answered this request with a stored answer."""
+    return bool(getattr(request.state, "idempotent_replayed", False))

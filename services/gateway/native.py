@@ -18,6 +18,7 @@ from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.job_index import JobIndex
 from services.gateway.kinds import KINDS
+from services.gateway.webhook_events import FINAL, wanted
 from services.gateway.webhooks import Webhooks
 
 NATIVE_API = "native"
@@ -42,6 +43,7 @@ class Native:
         self.presigner = _presigner(gw)
         self.webhooks = Webhooks(gw.settings, gw.tasks, gw.store, render=self.view)
         gw.dispatcher.finish_hooks.append(self.webhooks.notify)
+        gw.dispatcher.pipeline.update_hooks.append(self.webhooks.updated)
 
     def close(self) -> None:
         self.webhooks.close()
@@ -78,8 +80,11 @@ class Native:
             "inputs": sorted(rec.inputs),
             "outputs": {name: self.output(rec, name, key) for name, key in sorted(rec.outputs.items())},
             "result": rec.result, "error": rec.error, "error_code": rec.error_code,
+            "metadata": rec.metadata,
             "webhook_url": rec.webhook_url,
-            "webhook": self.webhooks.state(rec.id) if rec.webhook_url and rec.finished else None,
+            "webhook_events": (list(rec.webhook_events or FINAL)) if rec.webhook_url else None,
+            "webhook": self.webhooks.state(rec.id) if rec.webhook_url and rec.finished and wanted(
+                rec, rec.status.value.lower()) else None,
             "created_at": _iso(rec.created_at), "updated_at": _iso(rec.updated_at),
             "started_at": _iso(rec.started_at),
             "links": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"},

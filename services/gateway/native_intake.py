@@ -37,6 +37,7 @@ from services.gateway.kinds import NATIVE
 from services.gateway.native import NATIVE_API, Native
 from services.gateway.uploads import FilePart
 from services.gateway.validation import http_url
+from services.gateway.webhook_events import parse_events, parse_metadata
 from services.gateway.webhooks import WebhookRefused
 from talkserve.media.v1 import media_pb2
 
@@ -118,6 +119,14 @@ async def plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any]
         raise auth.native_error(422, "unknown_kind", f"unknown kind {name!r}; choose one of {', '.join(NATIVE)}")
     kind = job_kind.native
     webhook_url = values.pop("webhook_url", None)
+    events, metadata = values.pop("webhook_events", None), values.pop("metadata", None)
+    try:
+        metadata = parse_metadata(metadata) if metadata is not None else None
+        events = parse_events(events) if events is not None else None
+    except ValueError as exc:
+        raise auth.native_error(422, "invalid_parameter", str(exc)) from None
+    if events is not None and webhook_url is None:
+        raise auth.native_error(422, "invalid_parameter", "webhook_events needs a webhook_url to send them to")
     sources: dict[str, FilePart | str] = {}
     for field in kind.inputs:
         part, url = files.pop(field, None), values.pop(f"{field}_url", None)
@@ -132,7 +141,7 @@ async def plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any]
     if unknown:
         raise auth.native_error(422, "unknown_field", f"{kind.name} does not take {', '.join(unknown)}; it takes "
                                 f"{', '.join(f'{f} (or {f}_url)' for f in kind.inputs)}, {', '.join(sorted(allowed))}"
-                                ", webhook_url")
+                                ", webhook_url, webhook_events, metadata")
     if kind.fetch_when_run:
         values.update({f"{f}_url": src for f, src in sources.items() if isinstance(src, str)})
     try:
@@ -157,8 +166,9 @@ async def plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any]
     inputs, digests = await _store_inputs(gw, task_id, sources, kind.fetch_when_run)
     record = TaskRecord(id=task_id, kind=job_kind.name, api=NATIVE_API, status=TaskStatus.PENDING,
                         message="Waiting in queue", params=job_kind.dump(params), inputs=inputs,
-                        key_id=auth.current_key_id(), webhook_url=webhook_url)
-    return record, idempotency.body_hash(NATIVE_API, kind.name, as_sent, digests, webhook_url)
+                        key_id=auth.current_key_id(), webhook_url=webhook_url, webhook_events=events,
+                        metadata=metadata)
+    return record, idempotency.body_hash(NATIVE_API, kind.name, as_sent, digests, webhook_url, events, metadata)
 
 
 async def _store_inputs(gw: Gateway, task_id: str, sources: dict[str, FilePart | str],

@@ -19,7 +19,7 @@ class JobOutput(BaseModel):
 
 
 class WebhookState(BaseModel):
-    """How the delivery of the job's final state to its `webhook_url` went."""
+    """How the delivery of the job's final event to its `webhook_url` went."""
 
     id: str = Field(description="the `webhook-id` header, the same on every retry")
     state: Literal["sending", "delivered", "failed"]
@@ -50,8 +50,12 @@ class Job(BaseModel):
     result: dict[str, Any] = Field(description="what the engine reported: frames, fps, width, height, duration")
     error: Optional[str]
     error_code: Optional[str]
+    metadata: Optional[dict[str, Any]] = Field(None, description="the client's own data given at creation, "
+                                                                 "echoed here and in every webhook")
     webhook_url: Optional[str] = None
-    webhook: Optional[WebhookState] = None
+    webhook_events: Optional[list[str]] = Field(None, description="the events sent to `webhook_url`: start, "
+                                                                  "progress, completed, failed, cancelled")
+    webhook: Optional[WebhookState] = Field(None, description="delivery of the final event")
     created_at: str
     updated_at: str
     started_at: Optional[str] = None
@@ -66,7 +70,10 @@ class Job(BaseModel):
                               "download_url": "http://127.0.0.1:8333/talkserve/tasks/...&response-content-disposition=...",
                               "content_type": "video/mp4", "expires_at": "2025-01-01T13:00:00Z"}},
         "result": {"frames": 96, "fps": 24.0, "width": 256, "height": 256, "duration_seconds": 4.0},
-        "error": None, "error_code": None, "webhook_url": None, "webhook": None,
+        "error": None, "error_code": None, "metadata": {"order": "A-1042"},
+        "webhook_url": "https://example.com/hooks/talkserve", "webhook_events": ["completed", "failed", "cancelled"],
+        "webhook": {"id": "msg_5b0f...", "state": "delivered", "attempts": 1, "last_status": 200,
+                    "last_error": None},
         "created_at": "2025-01-01T12:00:00Z", "updated_at": "2025-01-01T12:00:09Z",
         "started_at": "2025-01-01T12:00:00Z",
         "links": {"self": "/v1/jobs/5b0f...", "events": "/v1/jobs/5b0f.../events", "cancel": "/v1/jobs/5b0f.../cancel"},

@@ -98,6 +98,9 @@ class Pipeline:
         self.unit_progress: dict[str, dict[int, float]] = {}
         # The model service's last progress event per task, written by the next set() of its report.
         self._details: dict[str, dict] = {}
+        # Called with the record after each write of a running task (webhooks' start and progress).
+        # Hooks must return at once.
+        self.update_hooks: list[Callable[[TaskRecord], None]] = []
 
     def set(self, task_id: str, progress: float | None = None, message: str | None = None,
             **fields: Any) -> TaskRecord:
@@ -121,6 +124,8 @@ class Pipeline:
             return None
 
         record = self.tasks.update(task_id, mutate)
+        for hook in self.update_hooks:
+            hook(record)
         if fields.get("status") == TaskStatus.COMPLETED and record.status == TaskStatus.COMPLETED:
             # Intermediate files go only once the task is final: a gateway that takes the task
             # over before then reuses the render they hold instead of rendering it again.

@@ -92,6 +92,10 @@ class GatewaySettings(BaseSettings):
     webhook_backoff_max_seconds: float = 600.0
     webhook_timeout_seconds: float = 10.0
     webhook_workers: int = 4
+    webhook_progress_interval_seconds: float = Field(
+        5.0, description="least time between two `progress` webhooks of one job")
+    prefer_wait_max_seconds: float = Field(
+        60.0, ge=0, description="longest `Prefer: wait=N` a job creation is held for (0: never held)")
 
     def model_targets(self) -> dict[str, list[str]]:
         """Each model service's targets: one `host:port` per replica, or `dns:///name:port`."""

@@ -1,8 +1,16 @@
-"""Webhooks: POST a job's final state to the URL given at its creation, signed, retried, never blocking.
+"""Webhooks: POST a job's events to the URL given at its creation, signed, retried, never blocking.
 
-Signing follows the Standard Webhooks scheme (standardwebhooks.com): headers `webhook-id`
-(stable across the retries of one message), `webhook-timestamp` (Unix seconds of the
-attempt) and `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
+A job's `webhook_events` choose the events (webhook_events.py): `start` (it began running),
+`progress` (at most one per `webhook_progress_interval_seconds`), and the final ones,
+`completed`, `failed`, `cancelled` (the default: the final ones). Each message's body is
+`{"type": "job.<event>", "timestamp", "data": <the job, with its metadata>}`. The messages of
+one job leave in the order they happened. The final message is retried with backoff and its
+delivery recorded on the job (`webhook`); `start` is retried too, `progress` is sent once
+(a later one supersedes it).
+
+Signing is the Standard Webhooks scheme, done by its reference library (`standardwebhooks`):
+headers `webhook-id` (stable across the retries of one message), `webhook-timestamp` (Unix
+seconds of the attempt) and `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
 Every API key has its own secret `whsec_<base64>`, derived from the gateway's master
 secret, so one customer cannot forge another's webhooks; `GET /v1/webhooks/secret` tells a
 key its secret.
@@ -12,14 +20,16 @@ metadata addresses unless allowed by `webhook_allow_networks`) when the job is c
 again on every connection, through the same connect-time guarded backend the media service
 fetches with, so DNS rebinding cannot turn a webhook against the internal network.
 
-Exactly one gateway delivers each message: it claims `tasks/<id>/webhook.json` with a
-create-only write and records the attempts there. Deliveries run on a small thread pool,
-so a slow receiver never holds up the dispatcher.
+Exactly one gateway delivers the final message: it claims `tasks/<id>/webhook.json` with a
+create-only write and records the attempts there (`start` and `progress` come from the
+gateway that runs the job). Deliveries run on a small thread pool, so a slow receiver never
+holds up the dispatcher.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import hmac
 import json
@@ -28,10 +38,12 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, Callable
 
 import httpcore
 import httpx
+from standardwebhooks.webhooks import Webhook
 from tenacity import (
     RetryError,
     Retrying,
@@ -41,6 +53,7 @@ from tenacity import (
     wait_random,
 )
 
+from libs.logs import REQUEST_ID
 from libs.safehttp import (
     DEFAULT_PORTS,
     AddressPolicy,
@@ -50,9 +63,11 @@ from libs.safehttp import (
     resolve,
 )
 from libs.store.client import AlreadyExists, NotFound, ObjectStore
-from libs.tasks import TaskNotFound, TaskRecord, TaskStore, utcnow
+from libs.tasks import TaskNotFound, TaskRecord, TaskStatus, TaskStore, utcnow
 from services.gateway.keys import task_key
+from services.gateway.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES
 from services.gateway.settings import GatewaySettings
+from services.gateway.webhook_events import PROGRESS, START, wanted
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +76,8 @@ MASTER_SECRET_KEY = "config/webhook-master-secret.json"
 USER_AGENT = "talkserve-webhooks/1"
 # A body this large is cut from the log line of a failed attempt.
 _LOGGED_BODY = 200
+# The setting that lets webhooks reach addresses that are not public, named in every refusal.
+ALLOW_SETTING = "TALKSERVE_GATEWAY_WEBHOOK_ALLOW_NETWORKS"
 
 
 class WebhookRefused(ValueError):
@@ -83,12 +100,6 @@ def decode_secret(secret: str) -> bytes:
     return secret.encode()
 
 
-def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` header value for one attempt."""
-    mac = hmac.new(secret, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
-
-
 def check_webhook_url(url: str, policy: AddressPolicy, timeout: float = 5.0) -> str:
     """Refuse a URL that is not http(s) or reaches a non-public address; returns it unchanged."""
     try:
@@ -100,12 +111,13 @@ def check_webhook_url(url: str, policy: AddressPolicy, timeout: float = 5.0) -> 
         reason = policy.refusal(address)
         if reason:
             raise WebhookRefused("url_forbidden_address",
-                                 f"{parsed.host} resolves to {address} ({reason}); webhooks are not sent there")
+                                 f"{parsed.host} resolves to {address} ({reason}); webhooks are not sent there "
+                                 f"unless the gateway's setting {ALLOW_SETTING} lists its network")
     return url
 
 
 class Webhooks:
-    """Signs and delivers the final state of jobs created with a `webhook_url`."""
+    """Signs and delivers the events of jobs created with a `webhook_url`."""
 
     def __init__(self, settings: GatewaySettings, tasks: TaskStore, store: ObjectStore,
                  render: Callable[[TaskRecord], dict]):
@@ -117,6 +129,12 @@ class Webhooks:
         self._master = self._master_secret()
         self._pool = ThreadPoolExecutor(max_workers=settings.webhook_workers, thread_name_prefix="webhook")
         self._stop = threading.Event()
+        # Each job's messages wait here in order; one pool thread at a time sends a job's messages.
+        self._lock = threading.Lock()
+        self._waiting: dict[str, collections.deque[Callable[[], object]]] = {}
+        # What was sent of each running job here: start, the last progress time and value.
+        self._started: set[str] = set()
+        self._progress: dict[str, tuple[float, float]] = {}
 
     # -- secrets -------------------------------------------------------------------------------
 
@@ -141,12 +159,31 @@ class Webhooks:
         """Validate a webhook URL given at job creation (blocking: resolves the host)."""
         return check_webhook_url(url, self.policy, self.settings.webhook_timeout_seconds)
 
-    # -- delivery ------------------------------------------------------------------------------
+    # -- what to send --------------------------------------------------------------------------
 
     def notify(self, task_id: str) -> None:
         """A unit of the task ended, or it was cancelled: deliver its final state if it has one."""
-        if not self._stop.is_set():
-            self._pool.submit(self._deliver_logged, task_id)
+        self._enqueue(task_id, lambda: self.deliver(task_id))
+
+    def updated(self, rec: TaskRecord) -> None:
+        """A running task's record was written here: send `start` and `progress` if it asked for them."""
+        if not rec.webhook_url or rec.finished or rec.status != TaskStatus.PROCESSING:
+            return
+        now = time.monotonic()
+        with self._lock:
+            first = rec.id not in self._started and wanted(rec, START)
+            if first:
+                self._started.add(rec.id)
+            last_at, last_value = self._progress.get(rec.id, (float("-inf"), -1.0))
+            progress = (wanted(rec, PROGRESS) and rec.progress > last_value
+                        and now - last_at >= self.settings.webhook_progress_interval_seconds)
+            if progress:
+                self._progress[rec.id] = (now, rec.progress)
+        if first:
+            self._enqueue(rec.id, lambda: self._send_event(rec, START, f"msg_{rec.id}_start", retry=True))
+        if progress:
+            msg_id = f"msg_{rec.id}_progress_{int(rec.progress * 10000)}"
+            self._enqueue(rec.id, lambda: self._send_event(rec, PROGRESS, msg_id, retry=False))
 
     def close(self) -> None:
         """Stop: waiting retries end now; a delivery in flight finishes its current attempt."""
@@ -154,18 +191,40 @@ class Webhooks:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def state(self, task_id: str) -> dict | None:
-        """What happened to the task's webhook so far (None before its final state)."""
+        """What happened to the task's final webhook so far (None before its final state)."""
         try:
             body, _, _ = self.store.read_json(task_key(task_id, "webhook.json"))
         except NotFound:
             return None
         return body
 
-    def _deliver_logged(self, task_id: str) -> None:
-        try:
-            self.deliver(task_id)
-        except Exception:  # noqa: BLE001 - a failed delivery is recorded; it must not kill the pool
-            log.exception("webhook for task %s failed", task_id)
+    def _enqueue(self, task_id: str, send: Callable[[], object]) -> None:
+        if self._stop.is_set():
+            return
+        rid = REQUEST_ID.get()
+        with self._lock:
+            queue = self._waiting.get(task_id)
+            if queue is not None:  # a pool thread is sending this job's messages: it takes this one next
+                queue.append(send)
+                return
+            self._waiting[task_id] = collections.deque([send])
+        self._pool.submit(self._drain, task_id, rid)
+
+    def _drain(self, task_id: str, rid: str) -> None:
+        REQUEST_ID.set(rid)
+        while True:
+            with self._lock:
+                queue = self._waiting[task_id]
+                if not queue:
+                    del self._waiting[task_id]
+                    return
+                send = queue.popleft()
+            try:
+                send()
+            except Exception:  # noqa: BLE001 - a failed delivery is recorded; it must not kill the pool
+                log.exception("webhook for task %s failed", task_id)
+
+    # -- delivery ------------------------------------------------------------------------------
 
     def deliver(self, task_id: str) -> dict | None:
         """Send the final state once (with retries); returns the recorded delivery state."""
@@ -174,6 +233,12 @@ class Webhooks:
         except TaskNotFound:
             return None
         if not rec.finished or not rec.webhook_url:
+            return None
+        with self._lock:
+            self._started.discard(rec.id)
+            self._progress.pop(rec.id, None)
+        event = rec.status.value.lower()
+        if not wanted(rec, event):
             return None
         msg_id = f"msg_{rec.id}"
         state_key = task_key(rec.id, "webhook.json")
@@ -186,27 +251,44 @@ class Webhooks:
             self.store.create_json(state_key, state, {})
         except AlreadyExists:
             return None  # another notification, or another gateway, has it
-        payload = {"type": f"job.{rec.status.value.lower()}", "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
+        self._send(rec, event, msg_id, state, retry=True, save=lambda: self._save(state_key, state))
+        self._save(state_key, state)
+        return state
+
+    def _send_event(self, rec: TaskRecord, event: str, msg_id: str, retry: bool) -> None:
+        state: dict[str, Any] = {"id": msg_id, "state": "sending", "attempts": 0, "last_status": None,
+                                 "last_error": None}
+        self._send(rec, event, msg_id, state, retry=retry, save=lambda: None)
+
+    def _send(self, rec: TaskRecord, event: str, msg_id: str, state: dict[str, Any], retry: bool,
+              save: Callable[[], None]) -> None:
+        """Post one message (retried when `retry`); `state` records how it went."""
+        payload = {"type": f"job.{event}", "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
                    "data": self.render(rec)}
         body = json.dumps(payload, separators=(",", ":")).encode()
-        secret = decode_secret(self.secret_for(rec.key_id))
+        signer = Webhook(decode_secret(self.secret_for(rec.key_id)))
 
         def attempt() -> None:
             state["attempts"] += 1
             try:
-                status = self._post(rec.webhook_url or "", msg_id, secret, body)
+                status = self._post(rec.webhook_url or "", msg_id, signer, body)
             except FetchError as exc:
+                WEBHOOK_ATTEMPTS.labels("error").inc()
                 state["last_status"], state["last_error"] = None, str(exc)
-                if exc.code == "url_forbidden_address" or exc.code == "url_scheme":
+                if exc.code == "url_forbidden_address":
+                    state["last_error"] += f" (the gateway's setting {ALLOW_SETTING} can allow its network)"
+                if exc.code in ("url_forbidden_address", "url_scheme"):
                     raise  # the address is refused: retrying cannot help
                 raise _Transient(str(exc)) from exc
             except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+                WEBHOOK_ATTEMPTS.labels("error").inc()
                 state["last_status"], state["last_error"] = None, f"{type(exc).__name__}: {exc}"
                 raise _Transient(str(exc)) from exc
+            WEBHOOK_ATTEMPTS.labels(f"{status // 100}xx").inc()
             state["last_status"] = status
             if not 200 <= status < 300:
                 state["last_error"] = f"the receiver answered HTTP {status}"
-                self._save(state_key, state)
+                save()
                 if status == 410:  # Gone: the receiver asks for no more deliveries
                     raise FetchError("url_http_error", state["last_error"])
                 raise _Transient(state["last_error"])
@@ -215,7 +297,7 @@ class Webhooks:
         backoff = self.settings.webhook_backoff_seconds
         retrying = Retrying(
             retry=retry_if_exception_type(_Transient),
-            stop=stop_after_attempt(self.settings.webhook_max_attempts),
+            stop=stop_after_attempt(self.settings.webhook_max_attempts if retry else 1),
             wait=wait_exponential(multiplier=backoff, min=backoff, max=self.settings.webhook_backoff_max_seconds)
             + wait_random(0, backoff / 4),
             # Sleeping on the stop event lets a shutting-down gateway end waiting retries at once.
@@ -227,10 +309,9 @@ class Webhooks:
             state["state"] = "delivered"
         except (_Transient, FetchError, RetryError):
             state["state"] = "failed"
-            log.warning("webhook %s to %s failed after %d attempts: %s", msg_id, rec.webhook_url,
+            log.warning("webhook %s (%s) to %s failed after %d attempts: %s", msg_id, event, rec.webhook_url,
                         state["attempts"], state["last_error"])
-        self._save(state_key, state)
-        return state
+        WEBHOOK_DELIVERIES.labels(event, state["state"]).inc()
 
     def _sleep(self, seconds: float) -> None:
         if self._stop.wait(seconds):
@@ -239,19 +320,21 @@ class Webhooks:
     def _save(self, key: str, state: dict) -> None:
         self.store.put_bytes(key, json.dumps(state).encode(), "application/json")
 
-    def _post(self, url: str, msg_id: str, secret: bytes, body: bytes) -> int:
+    def _post(self, url: str, msg_id: str, signer: Webhook, body: bytes) -> int:
         """One attempt; returns the HTTP status. Connects only to addresses the policy allows."""
         timeout = self.settings.webhook_timeout_seconds
         target = check_url(url)
-        timestamp = int(time.time())
+        now = datetime.now(UTC)
         headers = [
             (b"Host", target.netloc),
             (b"User-Agent", USER_AGENT.encode()),
             (b"Content-Type", b"application/json"),
             (b"webhook-id", msg_id.encode()),
-            (b"webhook-timestamp", str(timestamp).encode()),
-            (b"webhook-signature", sign(secret, msg_id, timestamp, body).encode()),
+            (b"webhook-timestamp", str(int(now.timestamp())).encode()),
+            (b"webhook-signature", signer.sign(msg_id, now, body).encode()),
         ]
+        if (rid := REQUEST_ID.get()) != "-":
+            headers.append((b"X-Request-ID", rid.encode()))
         backend = GuardedBackend(self.policy, time.monotonic() + timeout, timeout)
         with httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), network_backend=backend,
                                      max_connections=1, retries=0) as pool:

@@ -19,7 +19,8 @@ from tests import servers
 
 # Fast settings: frequent progress writes and event polls, short webhook backoff, loopback allowed.
 FAST = dict(progress_interval_seconds=0.1, events_poll_seconds=0.1, webhook_allow_networks=["127.0.0.1/32"],
-            webhook_backoff_seconds=0.2, webhook_backoff_max_seconds=1.0, webhook_max_attempts=4)
+            webhook_backoff_seconds=0.2, webhook_backoff_max_seconds=1.0, webhook_max_attempts=4,
+            webhook_progress_interval_seconds=0.2)
 KEYS = {"key-alice-0123456789": "alice", "key-bob-0123456789": "bob"}
 
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.native.conftest import KEYS
@@ -119,3 +120,96 @@ def test_webhook_urls_follow_the_media_address_rules(api, files, url, reason):
     assert resp.status_code == 422, resp.text
     error = resp.json()["error"]
     assert error["code"] == "invalid_webhook_url" and reason in error["message"], error
+    if reason in ("private", "metadata", "loopback"):
+        # the refusal names the setting that would allow such an address
+        assert "TALKSERVE_GATEWAY_WEBHOOK_ALLOW_NETWORKS" in error["message"], error
+
+
+def _create(api, portrait, speech, **fields):
+    with open(portrait, "rb") as img, open(speech, "rb") as aud:
+        resp = requests.post(f"{api}/v1/jobs", files={"image": img, "audio": aud}, timeout=60, data={
+            "kind": "emotion", "emotion": "happy", "min_resolution": "128", "fps": "12", **fields})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def test_event_filter_sends_start_progress_and_completed_in_order_with_metadata(api, receiver, portrait,
+                                                                                  long_speech):
+    hook = f"{receiver.url}/hooks/all-events"
+    metadata = {"order": "A-1042", "customer": {"id": 7, "tags": ["vip"]}}
+    job = _create(api, portrait, long_speech, webhook_url=hook, webhook_events="start,progress,completed",
+                  metadata=json.dumps(metadata), min_resolution="256", fps="25")
+    assert job["metadata"] == metadata and job["webhook_events"] == ["start", "progress", "completed"]
+    sent = receiver.wait_for(lambda reqs: any(r["path"] == "/hooks/all-events" and b"job.completed" in r["body"]
+                                              for r in reqs))
+    verifier = Webhook(_secret(api))
+    payloads = [verifier.verify(r["body"], r["headers"]) for r in sent if r["path"] == "/hooks/all-events"]
+    types = [p["type"] for p in payloads]
+    assert types[0] == "job.start" and types[-1] == "job.completed", types
+    assert types.count("job.start") == 1 and types.count("job.completed") == 1
+    progress = [p["data"]["progress"] for p in payloads if p["type"] == "job.progress"]
+    assert progress and progress == sorted(progress) and len(set(progress)) == len(progress), progress
+    assert all(p["data"]["metadata"] == metadata and p["data"]["id"] == job["id"] for p in payloads)
+    assert payloads[0]["data"]["status"] == "PROCESSING"
+    # one message id per message; the final state's delivery is recorded on the job
+    assert len({r["headers"]["webhook-id"] for r in sent if r["path"] == "/hooks/all-events"}) == len(payloads)
+    final = _job_state(api, job["id"])
+    assert final["webhook"]["state"] == "delivered" and final["metadata"] == metadata
+
+
+def test_a_filter_without_the_final_event_sends_only_what_it_names(api, receiver, portrait, speech):
+    hook = f"{receiver.url}/hooks/start-only"
+    job = _create(api, portrait, speech, webhook_url=hook, webhook_events=json.dumps(["start"]))
+    receiver.wait_for(lambda reqs: any(r["path"] == "/hooks/start-only" for r in reqs))
+    deadline = time.monotonic() + 60
+    while requests.get(f"{api}/v1/jobs/{job['id']}", timeout=10).json()["status"] != "COMPLETED":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)
+    sent = receiver.for_path("/hooks/start-only")
+    assert [json.loads(r["body"])["type"] for r in sent] == ["job.start"]
+    assert requests.get(f"{api}/v1/jobs/{job['id']}", timeout=10).json()["webhook"] is None
+
+
+def test_metadata_in_a_json_body_is_echoed_and_bounded(api, receiver, files):
+    hook = f"{receiver.url}/hooks/json-metadata"
+    body = {"kind": "redub", "video_url": "http://10.9.7.1/v.mp4", "audio_url": f"{files}/speech.wav",
+            "webhook_url": hook, "metadata": {"callback_id": "cb-1"}}
+    job = requests.post(f"{api}/v1/jobs", json=body, timeout=30).json()
+    assert job["metadata"] == {"callback_id": "cb-1"} and job["webhook_events"] == ["completed", "failed", "cancelled"]
+    sent = receiver.wait_for(lambda reqs: any(r["path"] == "/hooks/json-metadata" for r in reqs))
+    payload = json.loads([r for r in sent if r["path"] == "/hooks/json-metadata"][0]["body"])
+    assert payload["type"] == "job.failed" and payload["data"]["metadata"] == {"callback_id": "cb-1"}
+    listed = requests.get(f"{api}/v1/jobs", params={"limit": 100}, timeout=30).json()["data"]
+    assert next(j for j in listed if j["id"] == job["id"])["metadata"] == {"callback_id": "cb-1"}
+
+    def refused(**changes):
+        resp = requests.post(f"{api}/v1/jobs", json=body | changes, timeout=30)
+        assert resp.status_code == 422, resp.text
+        return resp.json()["error"]
+
+    assert "4096" in refused(metadata={"blob": "x" * 5000})["message"]
+    assert "JSON object" in refused(metadata=["a", "list"])["message"]
+    assert "'finished'" in refused(webhook_events=["start", "finished"])["message"]
+    no_url = {k: v for k, v in body.items() if k != "webhook_url"} | {"webhook_events": ["start"]}
+    resp = requests.post(f"{api}/v1/jobs", json=no_url, timeout=30)
+    assert resp.status_code == 422 and "webhook_url" in resp.json()["error"]["message"]
+
+
+def test_webhook_deliveries_are_counted_by_event_and_outcome(api, receiver, files):
+    def delivered() -> float:
+        text = requests.get(f"{api}/metrics", timeout=30).text
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "talkserve_webhook_deliveries_total"
+                   and s.labels == {"event": "failed", "outcome": "delivered"})
+
+    before = delivered()
+    hook = f"{receiver.url}/hooks/counted"
+    requests.post(f"{api}/v1/jobs", timeout=30, json={
+        "kind": "redub", "video_url": "http://10.9.7.2/v.mp4", "audio_url": f"{files}/speech.wav", "webhook_url": hook})
+    receiver.wait_for(lambda reqs: any(r["path"] == "/hooks/counted" for r in reqs))
+    deadline = time.monotonic() + 10
+    while delivered() == before:
+        assert time.monotonic() < deadline, "the delivery was not counted"
+        time.sleep(0.1)
+    assert delivered() == before + 1

@@ -9,17 +9,21 @@ Three kinds of job, each with the semantics of one of the documented systems:
 Inputs come as uploaded files (multipart/form-data) or as URLs (`image_url`, `audio_url`,
 `video_url`; a JSON body works for URL-only jobs). Parameters are validated by the very
 models of the documented APIs (kinds/). Results are expiring presigned links in `outputs`;
-live progress is a Server-Sent Events stream; a `webhook_url` receives the final state.
+live progress is a Server-Sent Events stream; a `webhook_url` receives the final state (or the
+events named in `webhook_events`), with the job's `metadata`.
 Every job body names the engine that made it. This module speaks HTTP only: the job body
 and webhooks are native.py's, taking a request in is native_intake.py's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import math
 import mimetypes
 import pathlib
+import time
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Optional
@@ -36,11 +40,12 @@ from services.gateway.errors import ApiError
 from services.gateway.keys import task_key
 from services.gateway.kinds import NATIVE
 from services.gateway.limits import streams_uploads
-from services.gateway.native import NATIVE_API, NativeDep, not_found, record_of
+from services.gateway.native import NATIVE_API, Native, NativeDep, not_found, record_of
 from services.gateway.native_intake import plan, request_body
 from services.gateway.native_models import Info, Job, JobList, WebhookSecret
 from services.gateway.openapi import statuses
 from services.gateway.responses import stream_result
+from services.gateway.webhook_events import EVENTS, MAX_METADATA_BYTES
 
 router = APIRouter(prefix="/v1", tags=["Jobs"])
 
@@ -59,7 +64,12 @@ def _create_doc() -> dict:
         "audio_url": url | {"description": "or the speech's http(s) URL"},
         "video": binary | {"description": "video to re-dub (MP4, MOV, WEBM, ...; redub)"},
         "video_url": url | {"description": "or the video's http(s) URL"},
-        "webhook_url": url | {"description": "receives the final state, signed (Standard Webhooks)"},
+        "webhook_url": url | {"description": "receives the job's events, signed (Standard Webhooks)"},
+        "webhook_events": {"type": "array", "items": {"type": "string", "enum": list(EVENTS)},
+                           "description": "events sent to webhook_url (default: completed, failed, cancelled; "
+                                          "in a form: comma-separated)"},
+        "metadata": {"type": "object", "description": f"your own JSON object (at most {MAX_METADATA_BYTES} bytes), "
+                                                      "echoed on the job and in every webhook (in a form: its JSON)"},
     }
     for kind in (k.native for k in NATIVE.values() if k.native):
         for name, schema in kind.params.model_json_schema()["properties"].items():
@@ -71,12 +81,22 @@ def _create_doc() -> dict:
         if "x-kinds" in entry:
             entry["description"] = f"{entry.get('description', name)} (kinds: {', '.join(entry['x-kinds'])})"
     schema = {"type": "object", "required": ["kind"], "properties": props}
-    return {"requestBody": {"required": True, "content": {
+    headers = [
+        {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"}, "example": "wait=30",
+         "description": "`wait=N`: hold the answer up to N seconds (at most the server's "
+                        "`prefer_wait_max_seconds`) and answer the finished job if it ends by then"},
+        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255},
+         "description": "a retried request with the same key and body returns the first job "
+                        "(`Idempotent-Replayed: true`); another body is a 409"},
+    ]
+    return {"parameters": headers, "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": schema, "encoding": {"image": {"contentType": "image/*"}}},
         "application/json": {"schema": schema, "examples": {
             "emotion from URLs": {"value": {"kind": "emotion", "image_url": "https://example.com/portrait.png",
                                             "audio_url": "https://example.com/speech.wav", "emotion": "happy",
-                                            "webhook_url": "https://example.com/hooks/talkserve"}},
+                                            "webhook_url": "https://example.com/hooks/talkserve",
+                                            "webhook_events": ["start", "completed", "failed"],
+                                            "metadata": {"order": "A-1042"}}},
             "redub from URLs": {"value": {"kind": "redub", "video_url": "https://example.com/talk.mp4",
                                           "audio_url": "https://example.com/new-speech.wav"}},
         }},
@@ -97,7 +117,10 @@ async def create_job(request: Request, gw: GatewayDep, native: NativeDep) -> JSO
          http://127.0.0.1:8000/v1/jobs
     ```
     Answers 201 with the job; follow it at `links.events` (Server-Sent Events) or poll
-    `links.self`. An `Idempotency-Key` header makes a retried request return the first job.
+    `links.self`. An `Idempotency-Key` header makes a retried request return the first job
+    (marked `Idempotent-Replayed: true`). `Prefer: wait=N` holds the answer up to N seconds
+    (at most `prefer_wait_max_seconds`, 60 by default) and answers the finished job if it ends
+    by then (`Preference-Applied: wait=N`), else the job as it is then.
     """
     task_id = str(uuid.uuid4())
     async with request_body(request, gw) as (values, files):
@@ -120,7 +143,46 @@ async def create_job(request: Request, gw: GatewayDep, native: NativeDep) -> JSO
                                  headers=headers)
 
     body = await idempotency.once(request, gw, auth.scoped(NATIVE_API), digest, task_id, create, error, discard)
-    return JSONResponse(body, status_code=201, headers={"Location": f"/v1/jobs/{body['id']}"})
+    headers = {"Location": f"/v1/jobs/{body['id']}"}
+    if idempotency.replayed(request):
+        headers[idempotency.REPLAYED_HEADER] = "true"
+    wait = prefer_wait(request.headers.get("prefer"), gw.settings.prefer_wait_max_seconds)
+    if wait is not None:
+        body = await _wait_for_end(native, body["id"], wait) or body
+        headers["Preference-Applied"] = f"wait={wait:g}"
+    return JSONResponse(body, status_code=201, headers=headers)
+
+
+def prefer_wait(prefer: str | None, cap: float) -> float | None:
+    """The seconds of a `Prefer: wait=N` header (RFC 7240), capped; None when not asked for.
+
+    As RFC 7240 says, a preference the server cannot read is ignored, not refused.
+    """
+    if not prefer or cap <= 0:
+        return None
+    for part in prefer.split(","):
+        name, _, value = part.split(";")[0].strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return None
+            return min(seconds, cap) if seconds > 0 and math.isfinite(seconds) else None
+    return None
+
+
+async def _wait_for_end(native: Native, job_id: str, seconds: float) -> dict | None:
+    """The job once it ended, if it ends within `seconds`; else its state then."""
+    gw = native.gw
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            rec, _ = await run_in_threadpool(gw.tasks.get, job_id)
+        except TaskNotFound:
+            return None
+        if rec.finished or time.monotonic() >= deadline:
+            return await run_in_threadpool(native.view, rec)
+        await asyncio.sleep(min(gw.settings.events_poll_seconds, max(0.0, deadline - time.monotonic())))
 
 
 # -- read, list, follow, cancel -------------------------------------------------------------------
