@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate  # the dev extra: pip install -e '.[dev]'
@@ -760,3 +761,31 @@ def test_gateway_llm_settings(target):
                                llm_model=config["TALKSERVE_GATEWAY_LLM_MODEL"])
     assert not settings.llm_base_url and not settings.llm_model
     assert settings.llm_api_key.get_secret_value() == ""  # no Secret: no Authorization header
+
+
+def test_a_model_service_with_the_dev_overlays_settings_logs_under_200_lines_at_start(rendered, store, tmp_path):
+    """The dev overlay's log level shows talkserve's messages, not a library's flood (numba's
+    compiler alone wrote some 10,000 lines per model pod at DEBUG)."""
+    from services.stack import free_port, store_env, wait_grpc_serving
+
+    _, container = deployment_container(rendered["dev"], "dicetalk")
+    env = {k: str(v) for k, v in configmap_env(rendered["dev"], container).items()}
+    assert env["TALKSERVE_LOG_LEVEL"] == "DEBUG", "the test is about the overlay's debug level"
+    port = free_port("127.0.0.1")
+    # Only where the pod's paths and addresses differ from this machine's.
+    env.update(store_env(store.settings), TALKSERVE_DICETALK_HOST="127.0.0.1", TALKSERVE_DICETALK_PORT=str(port),
+               TALKSERVE_DICETALK_MODELS_DIR=str(ROOT / "models"), TALKSERVE_DICETALK_WORK_DIR=str(tmp_path),
+               TALKSERVE_DICETALK_METRICS_PORT=str(free_port("127.0.0.1")))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TALKSERVE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "services.dicetalk"], cwd=ROOT, env={**base, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_grpc_serving(f"127.0.0.1:{port}", 180, proc)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    lines = [line for line in out.splitlines() if line.strip()]
+    print(f"dev overlay, dicetalk: {len(lines)} log lines at start")
+    assert 0 < len(lines) < 200, f"{len(lines)} lines at start; the first: {lines[:10]}"
+    assert any(" DEBUG " in line or " INFO " in line for line in lines)
+    assert not any(" numba" in line for line in lines)
