@@ -20,8 +20,8 @@ from tenacity import wait_random_exponential
 
 from libs.tasks import LeaseLost, TaskNotFound, TaskRecord, TaskStatus, TaskStore, utcnow
 from services.gateway.clients import Clients, Replica
-from services.gateway.kinds import JobKind
-from services.gateway.metrics import QUEUE_WAIT_SECONDS, kind_label
+from services.gateway.kinds import JobKind, api_name
+from services.gateway.metrics import QUEUE_WAIT_SECONDS
 from services.gateway.outcomes import Held, Outcomes
 from services.gateway.pipeline import Pipeline, Run
 from services.gateway.queues import Item, QueueFull, Queues
@@ -276,7 +276,7 @@ class Dispatcher(Outcomes):
                 self.queues.drop(task_id)
             return None
         if record.attempts == 1:  # its first claim: how long it waited for a free slot
-            QUEUE_WAIT_SECONDS.labels(kind_label(record.kind)).observe(
+            QUEUE_WAIT_SECONDS.labels(api_name(record.kind)).observe(
                 max(0.0, (utcnow() - record.created_at).total_seconds()))
         kind = self.kinds.get(record.kind)
         units = kind.pending_units(record) if kind is not None else [None]

@@ -1,7 +1,7 @@
 """The gateway's Prometheus metrics: queues, running tasks, task outcomes, HTTP requests, webhook
 deliveries and the time tasks wait in the queue.
 
-`kind` labels name a job kind as clients see it (`portrait`, `emotion`, `redub` in the native
+`kind` labels name a job kind as clients see it (`kinds.api_name`) (`portrait`, `emotion`, `redub` in the native
 API, the task kind for the others: `echomimic_multi`, `person_train`, `chat`, ...). Queues
 belong to model services, so the queue gauges are labelled by `service` (echomimic,
 dicetalk, latentsync, voice): `talkserve_queue_depth{service}` is what the KEDA autoscaling
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
-
-from services.gateway.kinds import KINDS
 
 TASKS_FINISHED = Counter("talkserve_tasks_finished_total", "tasks that ended, by kind, status and reason",
                          ["kind", "status", "reason"])
@@ -32,12 +30,6 @@ WEBHOOK_DELIVERIES = Counter("talkserve_webhook_deliveries_total", "webhook mess
                              "event and outcome (delivered, failed)", ["event", "outcome"])
 WEBHOOK_ATTEMPTS = Counter("talkserve_webhook_attempts_total", "webhook POST attempts, by outcome (2xx, 4xx, 5xx, "
                            "error)", ["outcome"])
-
-
-def kind_label(task_kind: str) -> str:
-    """A task kind's name as clients see it: the native API's name where it has one."""
-    kind = KINDS.get(task_kind)
-    return kind.native.name if kind is not None and kind.native is not None else task_kind
 
 
 class DispatcherCollector:

@@ -17,17 +17,11 @@ from services.gateway import auth
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.job_index import JobIndex
-from services.gateway.kinds import KINDS
+from services.gateway.kinds import api_name
 from services.gateway.webhook_events import FINAL, wanted
 from services.gateway.webhooks import Webhooks
 
 NATIVE_API = "native"
-
-
-def native_name(task_kind: str) -> str:
-    """A task kind's name in this API (portrait, emotion, redub), else the task kind itself."""
-    kind = KINDS.get(task_kind)
-    return kind.native.name if kind is not None and kind.native is not None else task_kind
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -68,7 +62,7 @@ class Native:
         running = not rec.finished
         base = f"/v1/jobs/{rec.id}"
         return {
-            "id": rec.id, "kind": native_name(rec.kind), "task_kind": rec.kind, "api": rec.api,
+            "id": rec.id, "kind": api_name(rec.kind), "task_kind": rec.kind, "api": rec.api,
             "status": rec.status.value, "progress": round(rec.progress, 4), "message": rec.message,
             "stage": (detail.get("stage") or ("queued" if rec.status == TaskStatus.PENDING else None)) if running
             else None,

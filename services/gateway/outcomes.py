@@ -26,8 +26,8 @@ from services.gateway.faults import (
     TaskFailed,
     classify,
 )
-from services.gateway.kinds import JobKind
-from services.gateway.metrics import TASK_SECONDS, TASKS_FINISHED, kind_label
+from services.gateway.kinds import JobKind, api_name
+from services.gateway.metrics import TASK_SECONDS, TASKS_FINISHED
 from services.gateway.pipeline import Pipeline, Run
 from services.gateway.queues import Item, Queues
 from services.gateway.settings import GatewaySettings
@@ -134,9 +134,9 @@ class Outcomes:
                 log.warning("finish hook failed for %s", task_id, exc_info=True)
 
     def _count(self, held: Held, status: TaskStatus, reason: str) -> None:
-        TASKS_FINISHED.labels(kind_label(held.record.kind), status.value, reason).inc()
+        TASKS_FINISHED.labels(api_name(held.record.kind), status.value, reason).inc()
         if status == TaskStatus.COMPLETED:
-            TASK_SECONDS.labels(kind_label(held.record.kind)).observe(time.monotonic() - held.claimed_at)
+            TASK_SECONDS.labels(api_name(held.record.kind)).observe(time.monotonic() - held.claimed_at)
 
     def _finish_segments(self, held: Held, run: Run) -> None:
         kind = self.kinds[held.record.kind]

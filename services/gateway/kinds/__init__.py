@@ -32,4 +32,14 @@ KINDS: dict[str, JobKind[Any]] = {kind.name: kind for kind in (
 # The kinds talkserve's own API offers, by their name there (portrait, emotion, redub).
 NATIVE: dict[str, JobKind[Any]] = {kind.native.name: kind for kind in KINDS.values() if kind.native is not None}
 
-__all__ = ["KINDS", "NATIVE", "JobKind", "NativeKind"]
+
+
+def api_name(task_kind: str) -> str:
+    """A task kind's name as clients see it: its name in the native API (portrait, emotion, redub)
+    where it has one, else the task kind itself (echomimic_multi, chat, ...). Job bodies and
+    metric labels use it."""
+    kind = KINDS.get(task_kind)
+    return kind.native.name if kind is not None and kind.native is not None else task_kind
+
+
+__all__ = ["KINDS", "NATIVE", "JobKind", "NativeKind", "api_name"]
