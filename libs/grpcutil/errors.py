@@ -21,7 +21,8 @@ from libs.talkface import api
 
 DOMAIN = "talkserve"
 
-_CLIENT_FAULTS = (api.BadImageError, api.NoFaceError, api.BadAudioError, api.BadVideoError)
+_CLIENT_FAULTS = (api.BadImageError, api.NoFaceError, api.FaceTurnedError, api.MouthNotOnLipsError,
+                  api.BadAudioError, api.BadVideoError)
 
 
 class InvalidRequest(Exception):

@@ -123,6 +123,17 @@ def given_params(**values) -> dict:
     return {name: value for name, value in values.items() if value}
 
 
+def face_choice(choice: common_pb2.FaceChoice) -> dict:
+    """PortraitJob's face_index / face_box from a request's FaceChoice (unset: neither)."""
+    which = choice.WhichOneof("face")
+    if which == "index":
+        return {"face_index": choice.index}
+    if which == "box":
+        b = choice.box
+        return {"face_box": (b.x0, b.y0, b.x1, b.y1)}
+    return {}
+
+
 def video_result(result: api.RenderResult, video: common_pb2.ObjectRef,
                  mask: common_pb2.ObjectRef | None = None) -> common_pb2.VideoResult:
     """The proto form of an engine result."""

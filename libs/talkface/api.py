@@ -32,6 +32,24 @@ class NoFaceError(TalkfaceError):
     code = "no_face"
 
 
+class NoSuchFaceError(NoFaceError):
+    """The request names a face (by index or box) that the portrait does not have."""
+
+    code = "no_such_face"
+
+
+class FaceTurnedError(TalkfaceError):
+    """The face is turned further (yaw or pitch) than the engine can animate."""
+
+    code = "face_turned"
+
+
+class MouthNotOnLipsError(TalkfaceError):
+    """The face mesh's mouth could not be placed on the face's lips (covered mouth, bad fit)."""
+
+    code = "mouth_not_on_lips"
+
+
 class BadAudioError(TalkfaceError):
     """The audio cannot be decoded or holds no samples."""
 
@@ -83,6 +101,11 @@ class PortraitJob:
     dynamic_scale: float = 1.0  # head-motion amount
     duration: Optional[float] = None  # seconds; None = the audio's length
     max_frames: Optional[int] = None  # EchoMimic's `length`
+    # Which face of a portrait with several to animate (choice.py): its index, faces ordered
+    # left to right, or a box (x0, y0, x1, y1) in the portrait's pixels holding its centre;
+    # neither: the largest frontal face.
+    face_index: Optional[int] = None
+    face_box: Optional[tuple] = None
     # The API's parameters that the fields above do not carry (diffusion settings such as cfg,
     # steps, ref_scale), as the client gave them, for engines that use them (docs/engines.md);
     # talkface has no use for them (docs/parameters.md).

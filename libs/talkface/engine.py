@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from typing import Optional
 
@@ -24,7 +23,6 @@ from . import render as R
 from .api import (
     EMOTIONS,
     ENGINE_NAME,
-    BadImageError,
     BadVideoError,
     Cancelled,
     MouthTrack,
@@ -36,50 +34,17 @@ from .api import (
     RenderResult,
     StopFn,
 )
+from .choice import choose_face
 from .encode import X264, VideoReader, VideoWriter
 from .face import FaceAnalyzer
+from .image import MAX_INPUT_SIDE, load_image  # noqa: F401 - load_image is part of the engine's interface
 from .mouth import MouthInterior, refine_inner_lips
 from .recogniser import PhoneRecogniser
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-MAX_INPUT_SIDE = 4096  # larger portraits are scaled down first: no output needs more
 PROGRESS_STEPS = 20  # at least one report per 5 % of the frames
-
-
-def load_image(path: str) -> np.ndarray:
-    """Decode an image file to RGB uint8 (EXIF rotation applied); BadImageError if it is not one."""
-    name = os.path.basename(str(path))
-    if not os.path.isfile(path):
-        raise BadImageError(f"the portrait file {name} does not exist")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is not None:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    else:
-        img = _decode_with_av(path)
-    if img is None or img.size == 0 or min(img.shape[:2]) < 16:
-        raise BadImageError("the portrait could not be decoded as an image")
-    h, w = img.shape[:2]
-    if max(h, w) > MAX_INPUT_SIDE:
-        s = MAX_INPUT_SIDE / max(h, w)
-        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(img)
-
-
-def _decode_with_av(path: str) -> Optional[np.ndarray]:
-    # formats OpenCV lacks (e.g. some GIF/AVIF builds) may still decode through FFmpeg
-    try:
-        import av
-
-        with av.open(str(path), mode="r") as c:
-            if not c.streams.video:
-                return None
-            for frame in c.decode(video=0):
-                return frame.to_ndarray(format="rgb24")
-    except Exception:  # anything FFmpeg cannot read is simply "not an image"
-        return None
-    return None
 
 
 class _Reporter:
@@ -196,13 +161,13 @@ class Engine:
 
     def prepare_portrait(self, job: PortraitJob) -> tuple:
         """The output-sized portrait, its 468 landmarks and the crop used (x0, y0, x1, y1)
-        in the original image. Raises BadImageError / NoFaceError."""
+        in the original image, of the face choice.py picks (or the job names). Raises
+        BadImageError, NoFaceError, FaceTurnedError or MouthNotOnLipsError."""
         src = load_image(job.image_path)
         sh, sw = src.shape[:2]
-        try:
-            pts = self.face.landmarks(src)
-        except NoFaceError:
-            raise NoFaceError("no face found in the portrait") from None
+        # once per portrait: which face (several may be there) and whether it can be animated
+        chosen = choose_face(self.face, src, job.face_index, job.face_box)
+        pts = chosen.landmarks
         if job.crop:
             aspect = (job.width / job.height) if (job.width and job.height) else 1.0
             box = R.face_crop_box(pts, sw, sh, float(job.expand_ratio), aspect)
@@ -225,7 +190,8 @@ class Engine:
         guess[:, 1] = (pts[:, 1] - y0) * sy
         guess[:, 2] = pts[:, 2] * sx
         try:
-            rest = self.face.landmarks(img, prev=guess)
+            # no new search when the tracked pass loses it: another face would be animated
+            rest = self.face.landmarks(img, prev=guess, detect=False)
         except NoFaceError:
             raise NoFaceError("the face in the portrait is too small at the requested size") from None
         return img, rest, box

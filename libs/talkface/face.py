@@ -283,6 +283,10 @@ class FaceAnalyzer:
                 return faces
         return []
 
+    def candidates(self, rgb: np.ndarray) -> list:
+        """Every candidate face of every search level (the same face may come from several)."""
+        return [box for faces in self._levels(_rgb(rgb)) for box in faces]
+
     def detect(self, rgb: np.ndarray) -> Optional[FaceBox]:
         """The main face (largest, most confident) or None."""
         faces = self.detect_all(rgb)
@@ -336,11 +340,30 @@ class FaceAnalyzer:
         cx, cy = box.center
         return np.array([cx, cy - 0.05 * box.height]), size, angle
 
-    def landmarks(self, rgb: np.ndarray, prev: Optional[np.ndarray] = None) -> np.ndarray:
+    def fit(self, rgb: np.ndarray, box: FaceBox) -> tuple:
+        """(landmarks, presence logit) of the face in a detector box, in two passes as landmarks() does."""
+        rgb = _rgb(rgb)
+        pts, flag = self._run_mesh(rgb, *self._roi_from_box(box))
+        if flag <= self.MIN_PRESENCE_LOGIT:
+            return pts, flag
+        pts2, flag2 = self._run_mesh(rgb, *self._roi_from_points(pts))
+        return (pts2, flag2) if flag2 > self.MIN_PRESENCE_LOGIT else (pts, flag)
+
+    def refits(self, rgb: np.ndarray, pts: np.ndarray, moves) -> list:
+        """(landmarks, presence logit) fitted again from crops around `pts` moved by each
+        (dx, dy, scale) of `moves` (dx, dy in units of the crop's size): a fit that sits on the
+        face comes back to the same place from any of them."""
+        rgb = _rgb(rgb)
+        center, size, angle = self._roi_from_points(pts)
+        return [self._run_mesh(rgb, np.asarray(center) + np.array([dx, dy]) * size, size * scale, angle)
+                for dx, dy, scale in moves]
+
+    def landmarks(self, rgb: np.ndarray, prev: Optional[np.ndarray] = None, detect: bool = True) -> np.ndarray:
         """468x3 float32 landmarks (x, y in image pixels, z relative depth in pixels).
 
         `prev`: last frame's landmarks; the crop is built from them and detection is
-        skipped unless the face was lost. Raises NoFaceError when there is no face.
+        skipped unless the face was lost (with `detect=False` a lost face is not searched
+        for: the caller wants that face, not another). Raises NoFaceError when there is no face.
         """
         rgb = _rgb(rgb)
         if rgb.dtype != np.uint8:
@@ -349,6 +372,8 @@ class FaceAnalyzer:
             pts, flag = self._run_mesh(rgb, *self._roi_from_points(prev))
             if flag > self.MIN_PRESENCE_LOGIT:
                 return pts
+            if not detect:
+                raise NoFaceError("the face was lost")
         seen_any = False
         for faces in self._levels(rgb):
             # the detector can fire on face-like things (a cat); FaceMesh's presence decides

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from libs.grpcutil.errors import InvalidRequest
 from libs.grpcutil.jobs import run_job
-from libs.grpcutil.model_service import Staging, given_params, portrait_work, video_result
+from libs.grpcutil.model_service import Staging, face_choice, given_params, portrait_work, video_result
 from libs.talkface import api
 from talkserve.dicetalk.v1 import dicetalk_pb2, dicetalk_pb2_grpc
 
@@ -28,6 +28,7 @@ def portrait_job(req: dicetalk_pb2.SynthesizeRequest, image: str, audio: str, ou
         crop=req.crop,
         expand_ratio=req.expand_ratio or 0.5,
         seed=req.seed,
+        **face_choice(req.face),
         emotion=emotion_name(req.emotion),
         emo_scale=req.emo_scale,
         dynamic_scale=req.dynamic_scale or 1.0,

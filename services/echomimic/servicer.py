@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from libs.grpcutil.jobs import run_job
-from libs.grpcutil.model_service import Staging, given_params, portrait_work, video_result
+from libs.grpcutil.model_service import Staging, face_choice, given_params, portrait_work, video_result
 from libs.talkface import api
 from talkserve.echomimic.v1 import echomimic_pb2, echomimic_pb2_grpc
 
@@ -27,6 +27,7 @@ def portrait_job(req: echomimic_pb2.GenerateRequest, image: str, audio: str, out
         crop=True,
         expand_ratio=req.facecrop_dilation_ratio if req.facecrop_dilation_ratio > 0 else 0.5,
         seed=req.seed,
+        **face_choice(req.face),
         max_frames=req.length or None,
         params=given_params(cfg=req.cfg, steps=req.steps, context_frames=req.context_frames,
                             context_overlap=req.context_overlap, facemask_dilation_ratio=req.facemask_dilation_ratio,

@@ -25,6 +25,7 @@ from services.gateway.limits import RequestLimits
 from services.gateway.metrics import registry_for
 from services.gateway.observe import RequestObserver
 from services.gateway.pipeline import Pipeline
+from services.gateway.portrait import PortraitChecker
 from services.gateway.retention import RetentionSweeper
 from services.gateway.routers import (
     dicetalk,
@@ -60,7 +61,8 @@ def build_gateway(settings: GatewaySettings, store_settings: StoreSettings | Non
     tasks = TaskStore(store)
     clients = Clients(settings.media_target, settings.model_targets())
     pipeline = Pipeline(settings, clients, tasks, store)
-    return Gateway(settings, store, tasks, clients, Dispatcher(settings, clients, tasks, pipeline, KINDS))
+    portraits = PortraitChecker(settings.face_max_turn_degrees) if settings.face_check else None
+    return Gateway(settings, store, tasks, clients, Dispatcher(settings, clients, tasks, pipeline, KINDS), portraits)
 
 
 def create_app(settings: GatewaySettings | None = None, store_settings: StoreSettings | None = None) -> FastAPI:

@@ -13,6 +13,7 @@ from libs.store.client import ObjectStore
 from libs.tasks import TaskRecord, TaskStore
 from services.gateway.clients import Clients
 from services.gateway.dispatcher import Dispatcher
+from services.gateway.portrait import PortraitChecker
 from services.gateway.settings import GatewaySettings
 
 
@@ -25,6 +26,8 @@ class Gateway:
     tasks: TaskStore
     clients: Clients
     dispatcher: Dispatcher
+    # the face check of uploaded portraits (None: switched off by settings.face_check)
+    portraits: PortraitChecker | None = None
     _reads: dict[str, asyncio.Future] = field(default_factory=dict, repr=False)
 
     async def record(self, task_id: str) -> TaskRecord:

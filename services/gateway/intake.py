@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import pathlib
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -21,10 +23,12 @@ from libs.grpcutil.errors import error_code_of
 from services.gateway.context import Gateway
 from services.gateway.faults import http_status
 from services.gateway.keys import ref, task_key
+from services.gateway.portrait import PortraitRefused
 from services.gateway.uploads import FilePart, Form, UploadError, read_form
 from talkserve.media.v1 import media_pb2
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
                  "enum", "too_long", "too_short", "multiple_of", "string_pattern_mismatch"}
@@ -94,6 +98,19 @@ def check_image(part: FilePart, allowed: tuple[str, ...], max_pixels: int) -> Im
         raise IntakeError(400, f"{part.field} is not a readable image ({exc.__class__.__name__})",
                           reason="bad_image") from exc
     return ImageInfo(fmt, width, height)
+
+
+async def check_face(gw: Gateway, path: pathlib.Path, face_index: int | None = None,
+                     face_box: tuple | None = None) -> None:
+    """Refuse (422, reason = the check's code) a portrait without a face talkface-1 can animate."""
+    if gw.portraits is None:
+        return
+    started = time.perf_counter()
+    try:
+        face = await run_in_threadpool(gw.portraits.check, str(path), face_index, face_box)
+    except PortraitRefused as exc:
+        raise IntakeError(422, exc.message, reason=exc.code) from exc
+    log.debug("face check %.0f ms: face %s", (time.perf_counter() - started) * 1000, face.describe())
 
 
 def parse_params(model: type[M], values: Mapping[str, object], range_status: int = 400) -> M:
@@ -171,6 +188,7 @@ async def accept_upload(request: Request, gw: Gateway, image_field: str, audio_f
         params = parse_params(params_model, values, range_status)
         assert image is not None  # checked above
         await run_in_threadpool(check_image, image, image_formats, gw.settings.image_max_pixels)
+        await check_face(gw, image.path)
         parts = {"image": image}
         parts.update({"audio": audios[0]} if max_audio_files == 1 else
                      {f"audio_{i}": part for i, part in enumerate(audios)})

@@ -25,6 +25,7 @@ from services.gateway.context import Gateway
 from services.gateway.faults import http_status
 from services.gateway.intake import (
     IntakeError,
+    check_face,
     check_image,
     file_digest,
     parse_params,
@@ -34,6 +35,7 @@ from services.gateway.intake import (
 )
 from services.gateway.keys import ref, task_key
 from services.gateway.kinds import NATIVE
+from services.gateway.kinds.face import named_face
 from services.gateway.native import NATIVE_API, Native
 from services.gateway.uploads import FilePart
 from services.gateway.validation import http_url
@@ -99,12 +101,13 @@ async def _fetch(gw: Gateway, url: str, key: str, name: str) -> None:
                                 headers={"Retry-After": "10"}) from err
 
 
-async def _check_fetched_image(gw: Gateway, key: str, formats: tuple[str, ...]) -> None:
+async def _check_fetched_image(gw: Gateway, key: str, formats: tuple[str, ...], face: tuple) -> None:
     with tempfile.TemporaryDirectory(prefix="talkserve-image-") as tmp:
         path = pathlib.Path(tmp) / "image"
         await run_in_threadpool(gw.store.get_file, key, path)
         await run_in_threadpool(check_image, FilePart(field="image_url", filename="", content_type="", path=path),
                                 formats, gw.settings.image_max_pixels)
+        await check_face(gw, path, *face)
 
 
 async def plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any],
@@ -163,7 +166,7 @@ async def plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any]
             await run_in_threadpool(native.webhooks.check, str(webhook_url))
         except WebhookRefused as exc:
             raise auth.native_error(422, "invalid_webhook_url", f"webhook_url: {exc.message}") from exc
-    inputs, digests = await _store_inputs(gw, task_id, sources, kind.fetch_when_run)
+    inputs, digests = await _store_inputs(gw, task_id, sources, kind.fetch_when_run, named_face(params))
     record = TaskRecord(id=task_id, kind=job_kind.name, api=NATIVE_API, status=TaskStatus.PENDING,
                         message="Waiting in queue", params=job_kind.dump(params), inputs=inputs,
                         key_id=auth.current_key_id(), webhook_url=webhook_url, webhook_events=events,
@@ -171,9 +174,11 @@ async def plan(gw: Gateway, native: Native, task_id: str, values: dict[str, Any]
     return record, idempotency.body_hash(NATIVE_API, kind.name, as_sent, digests, webhook_url, events, metadata)
 
 
-async def _store_inputs(gw: Gateway, task_id: str, sources: dict[str, FilePart | str],
-                        fetch_when_run: bool) -> tuple[dict[str, str], dict[str, str]]:
-    """Check and store the file inputs, download the URL ones (unless the runner will); (inputs, digests)."""
+async def _store_inputs(gw: Gateway, task_id: str, sources: dict[str, FilePart | str], fetch_when_run: bool,
+                        face: tuple = (None, None)) -> tuple[dict[str, str], dict[str, str]]:
+    """Check and store the file inputs, download the URL ones (unless the runner will); (inputs, digests).
+
+    A portrait's face is checked too (`face`: the face_index and face_box the request names)."""
     inputs: dict[str, str] = {}
     digests: dict[str, str] = {}
     try:
@@ -182,6 +187,7 @@ async def _store_inputs(gw: Gateway, task_id: str, sources: dict[str, FilePart |
             if isinstance(src, FilePart):
                 if field == "image":
                     await run_in_threadpool(check_image, src, IMAGE_FORMATS, gw.settings.image_max_pixels)
+                    await check_face(gw, src.path, *face)
                 digests[field] = await run_in_threadpool(file_digest, src)
                 inputs[field] = await store_input(gw, task_id, field, src)
                 if field != "image":
@@ -197,10 +203,10 @@ async def _store_inputs(gw: Gateway, task_id: str, sources: dict[str, FilePart |
                 inputs[field] = key
                 digests[field] = "url:" + src
                 if field == "image":
-                    await _check_fetched_image(gw, key, IMAGE_FORMATS)
+                    await _check_fetched_image(gw, key, IMAGE_FORMATS, face)
     except IntakeError as exc:
         await run_in_threadpool(gw.store.delete_prefix, task_key(task_id))
-        code = "media_unavailable" if exc.status == 503 else "invalid_input"
+        code = "media_unavailable" if exc.status == 503 else exc.reason if exc.status == 422 else "invalid_input"
         raise auth.native_error(exc.status, code, exc.message, exc.detail, headers=exc.headers) from exc
     except BaseException:
         await run_in_threadpool(gw.store.delete_prefix, task_key(task_id))

@@ -33,6 +33,10 @@ class GatewaySettings(BaseSettings):
     image_max_bytes: int = 10 * MB
     image_max_pixels: int = Field(25_000_000, description="width x height a portrait may have; checked in "
                                                           "the header, before the image is decoded")
+    face_check: bool = Field(True, description="check a portrait's face when its job is created (refuse a face "
+                                               "talkface-1 cannot animate at once, not when the job runs)")
+    face_max_turn_degrees: float = Field(45.0, ge=0.0, le=90.0, description="how far (yaw or pitch) a face may be "
+                                                                             "turned and still be accepted")
     audio_max_bytes: int = 50 * MB
     video_max_bytes: int = 500 * MB  # uploads to the native API's redub jobs
     max_queue: int = Field(100, description="waiting tasks per model kind before new ones are refused")

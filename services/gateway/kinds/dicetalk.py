@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from libs.talkface.api import EMOTIONS
 from services.gateway.keys import ref
 from services.gateway.kinds.base import JobKind, NativeKind
+from services.gateway.kinds.face import FaceFields
 from services.gateway.pipeline import Pipeline, Run
 from services.gateway.rpc import DiceTalkClient
 from services.gateway.validation import Float, Int
@@ -37,6 +38,10 @@ class SynthesisParams(BaseModel):
     expand_ratio: Float = Field(0.5, ge=0.1, le=2.0, description="face-crop expansion")
 
 
+class EmotionParams(SynthesisParams, FaceFields):
+    """DICE-Talk's parameters and, on talkserve's own API only, which face to animate."""
+
+
 def synthesize_request(p: SynthesisParams, job_id: str, image: str, audio: str, output: str
                        ) -> dicetalk_pb2.SynthesizeRequest:
     """The parameters as the dicetalk service's request (a task's seed is drawn when it is created)."""
@@ -46,10 +51,11 @@ def synthesize_request(p: SynthesisParams, job_id: str, image: str, audio: str, 
         ref_scale=p.ref_scale, emo_scale=p.emo_scale, crop=p.crop, inference_steps=p.inference_steps,
         duration=p.duration, fps=p.fps, seed=p.seed or 0, dynamic_scale=p.dynamic_scale,
         min_resolution=p.min_resolution, expand_ratio=p.expand_ratio,
+        face=p.face_choice() if isinstance(p, FaceFields) else None,
     )
 
 
-def run(pipeline: Pipeline, run: Run, p: SynthesisParams) -> None:
+def run(pipeline: Pipeline, run: Run, p: EmotionParams) -> None:
     """Normalise the speech, render on a dicetalk replica, add the sound."""
     rec = run.record
     pipeline.portrait(run, run.client(DiceTalkClient).synthesize,
@@ -57,7 +63,7 @@ def run(pipeline: Pipeline, run: Run, p: SynthesisParams) -> None:
 
 
 KIND = JobKind(
-    name="dicetalk", service="dicetalk", params=SynthesisParams, run=run,
+    name="dicetalk", service="dicetalk", params=EmotionParams, run=run,
     native=NativeKind("emotion", "A portrait speaks with one of eight emotions (DICE-Talk parameters).",
-                      ("image", "audio"), SynthesisParams),
+                      ("image", "audio"), EmotionParams),
 )

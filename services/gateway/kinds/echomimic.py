@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from services.gateway.keys import ref
 from services.gateway.kinds.base import JobKind, NativeKind
+from services.gateway.kinds.face import FaceFields
 from services.gateway.pipeline import Pipeline, Run
 from services.gateway.rpc import EchoMimicClient
 from services.gateway.validation import Float, Int
@@ -39,6 +40,10 @@ class EchoMimicParams(BaseModel):
         return self
 
 
+class PortraitParams(EchoMimicParams, FaceFields):
+    """EchoMimic's parameters and, on talkserve's own API only, which face to animate."""
+
+
 def generate_request(p: EchoMimicParams, job_id: str, image: str, audio: str, output: str
                      ) -> echomimic_pb2.GenerateRequest:
     """The parameters as the echomimic service's request."""
@@ -48,10 +53,11 @@ def generate_request(p: EchoMimicParams, job_id: str, image: str, audio: str, ou
         facemask_dilation_ratio=p.facemask_dilation_ratio, facecrop_dilation_ratio=p.facecrop_dilation_ratio,
         context_frames=p.context_frames, context_overlap=p.context_overlap, cfg=p.cfg, steps=p.steps,
         sample_rate=p.sample_rate, fps=p.fps, device=p.device,
+        face=p.face_choice() if isinstance(p, FaceFields) else None,
     )
 
 
-def run(pipeline: Pipeline, run: Run, p: EchoMimicParams) -> None:
+def run(pipeline: Pipeline, run: Run, p: PortraitParams) -> None:
     """Normalise the speech, render on an echomimic replica, add the sound."""
     rec = run.record
     pipeline.portrait(run, run.client(EchoMimicClient).generate,
@@ -59,7 +65,7 @@ def run(pipeline: Pipeline, run: Run, p: EchoMimicParams) -> None:
 
 
 KIND = JobKind(
-    name="echomimic", service="echomimic", params=EchoMimicParams, run=run,
+    name="echomimic", service="echomimic", params=PortraitParams, run=run,
     native=NativeKind("portrait", "A portrait and speech become a talking video (EchoMimic parameters).",
-                      ("image", "audio"), EchoMimicParams),
+                      ("image", "audio"), PortraitParams),
 )

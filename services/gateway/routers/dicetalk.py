@@ -112,7 +112,8 @@ async def start(request: Request, gw: GatewayDep) -> StartResponse:
     async def create() -> dict:
         if params.seed is None:
             params.seed = secrets.randbelow(2**31)
-        values = dicetalk.KIND.dump(params)
+        # the documented form has no face fields: the kind's own model gives them their defaults
+        values = dicetalk.KIND.dump(dicetalk.EmotionParams.model_validate(params.model_dump()))
         cached = await run_in_threadpool(serve_from_cache, gw, cache_key, task_id, "dicetalk", values,
                                          accepted.inputs, auth.current_key_id())
         if cached is not None:

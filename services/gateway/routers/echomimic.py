@@ -64,7 +64,8 @@ async def _create(request: Request, gw: Gateway, multi: bool) -> CreateResponse:
         segments = sum(1 for name in accepted.inputs if name.startswith("audio_"))
         params = echomimic_multi.KIND.dump(MultiTask(**accepted.params.model_dump(), segments=segments))
     else:
-        params = echomimic.KIND.dump(EchoMimicParams.model_validate(accepted.params))
+        # the documented form has no face fields: the kind's own model gives them their defaults
+        params = echomimic.KIND.dump(echomimic.PortraitParams.model_validate(accepted.params.model_dump()))
 
     async def create() -> dict:
         record = TaskRecord(id=accepted.task_id, kind=kind.name, api="echomimic", status=TaskStatus.PENDING,
