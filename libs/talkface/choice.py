@@ -112,11 +112,16 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 def find_faces(analyzer: F.FaceAnalyzer, rgb: np.ndarray) -> list:
     """Every face FaceMesh confirms, left to right; raises NoFaceError when there is none."""
-    fits = []
-    for box in analyzer.candidates(rgb):
+    fits: list = []
+    fitted: list = []
+    for box in sorted(analyzer.candidates(rgb), key=lambda b: -b.score):
+        # the same face found again (at another search level) is fitted once
+        if any(F._iou(box, done) > 0.5 for done in fitted):
+            continue
         pts, presence = analyzer.fit(rgb, box)
         if presence > analyzer.MIN_PRESENCE_LOGIT:
             fits.append((pts, presence))
+            fitted.append(box)
     faces: list = []
     # the best fits first, so that of one face found twice the better fit stays
     for pts, presence in sorted(fits, key=lambda f: -f[1]):

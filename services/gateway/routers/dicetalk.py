@@ -94,7 +94,7 @@ def _load(gw: Gateway, task_id: str) -> TaskRecord:
 
 @router.post(
     "/api/v1/synthesis/start",
-    response_model=StartResponse, responses=statuses(400, 409, 413, 503),
+    response_model=StartResponse, responses=statuses(400, 409, 413, 503, s422="the portrait has no face talkface-1 can animate (no face, turned over 45°, mouth not on the lips); the message says which"),
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}},
 )
 @streams_uploads

@@ -87,7 +87,7 @@ async def _create(request: Request, gw: Gateway, multi: bool) -> CreateResponse:
 
 
 @router.post("/generate_video", response_model=CreateResponse, openapi_extra=_SINGLE,
-             responses=statuses(400, 409, 413, 503))
+             responses=statuses(400, 409, 413, 503, s422="the portrait has no face talkface-1 can animate (no face, turned over 45°, mouth not on the lips); the message says which"))
 @streams_uploads
 async def generate_video(request: Request, gw: GatewayDep) -> CreateResponse:
     """Upload a reference image and an audio file and start generating one video."""
@@ -95,7 +95,7 @@ async def generate_video(request: Request, gw: GatewayDep) -> CreateResponse:
 
 
 @router.post("/generate_multi_videos", response_model=CreateResponse, openapi_extra=_MULTI,
-             responses=statuses(400, 409, 413, 503))
+             responses=statuses(400, 409, 413, 503, s422="the portrait has no face talkface-1 can animate (no face, turned over 45°, mouth not on the lips); the message says which"))
 @streams_uploads
 async def generate_multi_videos(request: Request, gw: GatewayDep) -> CreateResponse:
     """Upload a reference image and several audio files: one clip each, optionally joined."""

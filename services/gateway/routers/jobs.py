@@ -105,7 +105,9 @@ def _create_doc() -> dict:
 
 @router.post(
     "/jobs", status_code=201, response_model=Job, openapi_extra=_create_doc(),
-    responses=statuses(400, 409, 413, 415, s422="a field is missing, unknown or out of range; the message says which",
+    responses=statuses(400, 409, 413, 415,
+                       s422="a field is missing, unknown or out of range, or the portrait has no face talkface-1 "
+                            "can animate; the message and the error code say which",
                        s503="the queue is full or the media service is unavailable; see Retry-After"),
 )
 @streams_uploads
