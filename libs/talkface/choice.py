@@ -1,6 +1,7 @@
 """Which face of a portrait to animate, and whether talkface can animate it.
 
-Every face the detectors find (all search levels) is fitted with FaceMesh once; faces
+Every face the detectors find is fitted with FaceMesh once (the search goes from the
+whole picture to halves and quarters, and stops at a level that finds no new face); faces
 found twice are kept once (the better fit). Faces are numbered left to right (by the
 nose tip), which is what a request's `face_index` counts. Without a named face the
 engine takes the largest frontal one (turned at most FRONTAL_DEG), or, when no face is
@@ -114,14 +115,21 @@ def find_faces(analyzer: F.FaceAnalyzer, rgb: np.ndarray) -> list:
     """Every face FaceMesh confirms, left to right; raises NoFaceError when there is none."""
     fits: list = []
     fitted: list = []
-    for box in sorted(analyzer.candidates(rgb), key=lambda b: -b.score):
-        # the same face found again (at another search level) is fitted once
-        if any(F._iou(box, done) > 0.5 for done in fitted):
-            continue
-        pts, presence = analyzer.fit(rgb, box)
-        if presence > analyzer.MIN_PRESENCE_LOGIT:
-            fits.append((pts, presence))
-            fitted.append(box)
+    for level, boxes in enumerate(analyzer.candidate_levels(rgb)):
+        found = 0
+        for box in boxes:
+            # the same face found again (at another search level) is fitted once
+            if any(F._iou(box, done) > 0.5 for done in fitted):
+                continue
+            pts, presence = analyzer.fit(rgb, box)
+            if presence > analyzer.MIN_PRESENCE_LOGIT:
+                fits.append((pts, presence))
+                fitted.append(box)
+                found += 1
+        # a finer level that finds no new face ends the search: the next finer (the most tiles)
+        # would look for still smaller faces where none turned up at this size
+        if level > 0 and not found:
+            break
     faces: list = []
     # the best fits first, so that of one face found twice the better fit stays
     for pts, presence in sorted(fits, key=lambda f: -f[1]):

@@ -283,9 +283,10 @@ class FaceAnalyzer:
                 return faces
         return []
 
-    def candidates(self, rgb: np.ndarray) -> list:
-        """Every candidate face of every search level (the same face may come from several)."""
-        return [box for faces in self._levels(_rgb(rgb)) for box in faces]
+    def candidate_levels(self, rgb: np.ndarray):
+        """Candidate faces level by level (whole picture, halves, quarters), each list best first;
+        the same face may come from several levels."""
+        return self._levels(_rgb(rgb))
 
     def detect(self, rgb: np.ndarray) -> Optional[FaceBox]:
         """The main face (largest, most confident) or None."""

@@ -119,7 +119,7 @@ def test_the_merged_detector_box_of_the_group_photo_gives_a_fit_that_is_refused(
     """The biggest detector box of the group photo spans two faces; the engine used to fit the
     mesh in it and animate the result. That fit's mouth is not on the lips."""
     rgb = load_image(str(group))
-    merged = max(analyzer.candidates(rgb), key=lambda b: b.width * b.height)
+    merged = max((b for level in analyzer.candidate_levels(rgb) for b in level), key=lambda b: b.width * b.height)
     pts, presence = analyzer.fit(rgb, merged)
     yaw, pitch = choice.head_pose(pts)
     fit = choice.Face(pts, presence, yaw, pitch, 0.0)
