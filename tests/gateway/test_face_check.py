@@ -9,17 +9,23 @@ limit set to 30° by the gateway's setting; see the report in libs/talkface/choi
 from __future__ import annotations
 
 import pathlib
+import time
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
 
+from libs.talkface import analysis, choice
+from libs.talkface import face as F
+from libs.talkface.face import FaceAnalyzer
 from tests import realdata, servers
 
 # The face at index 4 of the group photo (left to right): the man at the top right, turned ~40°.
 TURNED = 4
 TURNED_CROP = (840, 20, 1080, 280)
+NAMED = 5  # the woman at the right
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +144,41 @@ def test_face_fields_are_validated(stack, group, speech):
                           files={"image": ("g.jpg", im, "image/jpeg"), "audio": ("s.wav", au)}, timeout=120)
     assert resp.status_code == 200, resp.text
 
+
+
+def _mouth_change(frames, faces) -> np.ndarray:
+    """Mean change of the pixels around each face's mouth over the video, against its first frame."""
+    grey = [f.mean(axis=2) for f in frames]
+    out = []
+    for face in faces:
+        lips = face.landmarks[list(F.LIPS_OUTER), :2]
+        lo, hi = lips.min(0), lips.max(0)
+        grow = 0.5 * (hi - lo).max()
+        x0, y0 = np.maximum(0, lo - grow).astype(int)
+        x1, y1 = (hi + grow).astype(int)
+        out.append(np.mean([np.abs(g[y0:y1, x0:x1] - grey[0][y0:y1, x0:x1]).mean() for g in grey[1:]]))
+    return np.array(out)
+
+
+def test_the_named_face_speaks_in_the_finished_video(stack, group, speech, tmp_path):
+    """face_index travels from /v1/jobs through the dicetalk service to the engine."""
+    url, _ = stack
+    with open(group, "rb") as im, open(speech, "rb") as au:
+        created = httpx.post(f"{url}/v1/jobs", data={"kind": "emotion", "emotion": "neutral", "min_resolution": "886",
+                                                     "face_index": str(NAMED)},
+                             files={"image": ("group.jpg", im, "image/jpeg"), "audio": ("s.wav", au)}, timeout=120)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    deadline = time.monotonic() + 300
+    while (job := httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json())["status"] not in ("COMPLETED", "FAILED"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "COMPLETED", job
+    video = tmp_path / "named.mp4"
+    video.write_bytes(httpx.get(f"{url}/v1/jobs/{job_id}/outputs/video", timeout=60).content)
+    _, frames = analysis.decode_video(video)
+    frames = list(frames)
+    faces = choice.find_faces(FaceAnalyzer(), frames[0])
+    change = _mouth_change(frames, faces)
+    assert int(np.argmax(change)) == NAMED, np.round(change, 2)
+    assert change[NAMED] > 4 * np.delete(change, NAMED).max(), np.round(change, 2)

@@ -127,6 +127,7 @@ def files(tmp_path_factory, portrait, speech):
     (folder / "portrait.png").write_bytes(portrait.read_bytes())
     (folder / "speech.wav").write_bytes(speech.read_bytes())
     (folder / "notes.txt").write_text("not a picture")
+    Image.fromarray(data.coffee()).save(folder / "coffee.png")  # a real photo without a face
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
