@@ -1,9 +1,9 @@
 """A portrait's face is checked when its job is created, on every API that takes a portrait.
 
 Real photos: skimage's coffee cup (no face), insightface's group photo of six people, and a
-crop of that photo around the man turned about 40° to the side (the most turned face in the
-shipped photos: none is turned past the default 45°, so that refusal is shown with the
-limit set to 30° by the gateway's setting; see the report in libs/talkface/choice.py).
+crop of that photo around the man turned about 40-45° to the side (the most turned face in
+the shipped photos: none is clearly past the default 45°, so that refusal is shown with the
+limit set to 30° by the gateway's setting, TALKSERVE_GATEWAY_FACE_MAX_TURN_DEGREES).
 """
 
 from __future__ import annotations
