@@ -34,7 +34,7 @@ HASHED_PREFIX = "sha256:"
 
 # Reachable without a key: the web page and its files, the API docs, probes and metrics.
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                          "/api/health", "/metrics", "/livez", "/readyz", "/v1/info"})
+                          "/api/health", "/health", "/metrics", "/livez", "/readyz", "/v1/info"})
 PUBLIC_PREFIXES = ("/ui/",)
 
 

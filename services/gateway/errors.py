@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 NATIVE, DICETALK, ECHOFU, PLAIN = "native", "dicetalk", "echofu", "plain"
 _TAG_API = {"Jobs": NATIVE, "DICE-Talk": DICETALK, "EchOfU": ECHOFU}
+# The EchoMimic and LatentSync wrappers' answer for a task they do not know ({"detail": ...}).
+TASK_NOT_FOUND = "任务不存在"
 # How long a client should wait before trying again while the store is unreachable.
 STORE_RETRY_AFTER = "5"
 

@@ -15,8 +15,13 @@ LATENTSYNC_STATUS = {TaskStatus.PENDING: "queued", TaskStatus.PROCESSING: "proce
 
 
 def video_path(task_id: str, name: str) -> str:
-    """The `output/videos/...` path the EchoMimic wrapper reported for a result."""
+    """The `output/videos/...` path the EchoMimic wrapper reported for a result (served there too)."""
     return f"output/videos/{task_id}_{name}.mp4"
+
+
+def latentsync_urls(task_id: str) -> tuple[str, str]:
+    """Where the LatentSync wrapper served a result and its mask (`/results/<id>/...`)."""
+    return f"/results/{task_id}/output.mp4", f"/results/{task_id}/output_mask.mp4"
 
 
 def echomimic_status(rec: TaskRecord) -> dict[str, Any]:
@@ -25,7 +30,7 @@ def echomimic_status(rec: TaskRecord) -> dict[str, Any]:
     done = rec.status == TaskStatus.COMPLETED
     if rec.kind == "echomimic_multi":
         n = int(rec.params["segments"])
-        body["output_files"] = [video_path(rec.id, f"segment_{i}") for i in range(n)
+        body["output_files"] = [video_path(rec.id, f"segment_{i}_with_audio") for i in range(n)
                                 if f"segment_{i}" in rec.outputs]
         body["combined_output_file"] = video_path(rec.id, "combined") if "combined" in rec.outputs else None
     else:
@@ -37,8 +42,9 @@ def echomimic_status(rec: TaskRecord) -> dict[str, Any]:
 
 
 def latentsync_status(gw: Gateway, rec: TaskRecord) -> dict[str, Any]:
-    """GET /task/{id} in the LatentSync shape."""
+    """GET /task/{id} in the LatentSync shape: times are Unix seconds, as the wrapper's were."""
     done = rec.status == TaskStatus.COMPLETED
+    video_url, mask_url = latentsync_urls(rec.id)
     position = gw.dispatcher.position(rec.id, rec.kind) if rec.status == TaskStatus.PENDING else None
     message = rec.message
     if rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
@@ -49,8 +55,10 @@ def latentsync_status(gw: Gateway, rec: TaskRecord) -> dict[str, Any]:
         "progress": round(rec.progress, 4),
         "message": message,
         "queue_position": position,
-        "output_video_url": f"/outputs/{rec.id}/video.mp4" if done else None,
-        "output_mask_url": f"/outputs/{rec.id}/mask.mp4" if done and "mask" in rec.outputs else None,
+        "start_time": rec.created_at.timestamp(),
+        "end_time": rec.updated_at.timestamp() if rec.finished else None,
+        "output_video_url": video_url if done else None,
+        "output_mask_url": mask_url if done and "mask" in rec.outputs else None,
         "engine": rec.engine,
         "created_at": rec.created_at.isoformat(),
         "updated_at": rec.updated_at.isoformat(),

@@ -77,6 +77,10 @@ def test_documented_client_generates_and_downloads(api_url, portrait, speech, tm
     v, a, w, h = _durations(out.read_bytes())
     assert (w, h) == (256, 320)
     assert abs(v - a) <= 0.1
+    # Saved under the name the document's JavaScript gives it, and served where output_file says.
+    download = requests.get(f"{api_url}/download/{task_id}")
+    assert download.headers["content-disposition"] == f'attachment; filename="echomimic_{task_id}.mp4"'
+    assert requests.get(f"{api_url}/{status['output_file']}").content == out.read_bytes()
 
 
 def test_length_caps_the_frame_count(api_url, portrait, speech):
@@ -112,20 +116,27 @@ def test_multi_audio_segments_and_combined_video(api_url, portrait, tmp_path):
     _, get_task_status, _ = make_client(api_url)
     status = _poll(get_task_status, task_id)
     assert status["status"] == "completed", status
-    assert status["output_files"] == [f"output/videos/{task_id}_segment_0.mp4",
-                                      f"output/videos/{task_id}_segment_1.mp4"]
+    assert status["output_files"] == [f"output/videos/{task_id}_segment_0_with_audio.mp4",
+                                      f"output/videos/{task_id}_segment_1_with_audio.mp4"]
     assert status["combined_output_file"] == f"output/videos/{task_id}_combined.mp4"
     parts = [requests.get(f"{api_url}/download_segment/{task_id}/{i}") for i in range(2)]
     assert all(p.status_code == 200 for p in parts)
+    assert [p.headers["content-disposition"] for p in parts] == [
+        f'attachment; filename="echomimic_{task_id}_segment_{i}.mp4"' for i in range(2)]
     combined = requests.get(f"{api_url}/download_combined/{task_id}")
     assert combined.status_code == 200
+    assert combined.headers["content-disposition"] == f'attachment; filename="echomimic_{task_id}_combined.mp4"'
+    assert [requests.get(f"{api_url}/{path}").content for path in status["output_files"]] == [
+        p.content for p in parts]
+    assert requests.get(f"{api_url}/{status['combined_output_file']}").content == combined.content
     part_seconds = [_durations(p.content)[0] for p in parts]
     v, a, _, _ = _durations(combined.content)
     assert v == pytest.approx(sum(part_seconds), abs=0.1)
     assert a == pytest.approx(sum(part_seconds), abs=0.15)
     with av.open(io.BytesIO(combined.content)) as c:
         assert c.streams.audio[0].codec_context.sample_rate == 48000
-    assert requests.get(f"{api_url}/download_segment/{task_id}/2").status_code == 404
+    missing = requests.get(f"{api_url}/download_segment/{task_id}/2")
+    assert missing.status_code == 404 and missing.json() == {"detail": "片段 2 不存在"}
 
 
 def test_multi_without_combine_has_no_combined_file(api_url, portrait, speech):
@@ -138,7 +149,8 @@ def test_multi_without_combine_has_no_combined_file(api_url, portrait, speech):
     status = _poll(get_task_status, task_id)
     assert status["status"] == "completed"
     assert status["combined_output_file"] is None and len(status["output_files"]) == 1
-    assert requests.get(f"{api_url}/download_combined/{task_id}").status_code == 404
+    missing = requests.get(f"{api_url}/download_combined/{task_id}")
+    assert missing.status_code == 404 and missing.json() == {"detail": "没有合并的视频文件"}
 
 
 @pytest.mark.parametrize("field,ok,bad", [
@@ -161,7 +173,15 @@ def test_parameter_boundaries(api_url, portrait, speech, field, ok, bad):
     assert any(field in str(e.get("loc", "")) or field in str(e.get("msg", "")) for e in detail), detail
 
 
-def test_unknown_task_and_unready_download(api_url):
-    assert requests.get(f"{api_url}/task/nope").status_code == 404
-    assert requests.get(f"{api_url}/task/nope").json() == {"detail": "Task not found"}
-    assert requests.get(f"{api_url}/download/nope").status_code == 404
+def test_unknown_task_and_unready_download(api_url, portrait, speech):
+    # The wrapper's words (echomimic-fastapi's server): 任务不存在, and a status that cannot be downloaded.
+    for path in ("/task/nope", "/download/nope", "/download_segment/nope/0", "/download_combined/nope",
+                 "/output/videos/nope_with_audio.mp4"):
+        r = requests.get(f"{api_url}{path}")
+        assert r.status_code == 404 and r.json() == {"detail": "任务不存在"}, path
+    generate_video, get_task_status, _ = make_client(api_url)
+    task_id = generate_video(portrait, speech, {"width": 512, "height": 512})["task_id"]
+    early = requests.get(f"{api_url}/download/{task_id}")  # asked at once: a 512 px render takes seconds
+    assert early.status_code == 400 and early.json()["detail"] in ("任务状态: pending, 不可下载",
+                                                                  "任务状态: processing, 不可下载")
+    assert _poll(get_task_status, task_id)["status"] == "completed"

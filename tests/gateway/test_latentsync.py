@@ -64,9 +64,15 @@ def test_documented_flow(base, files, tmp_path):
         "audio_url": f"{files}/audio.wav",
     })
     assert response.status_code == 200, response.text
+    submitted = time.time()
     task_id = response.json()["task_id"]
     queue_position = response.json()["queue_position"]
     assert queue_position == 0
+    assert response.json()["output_video_path"] is None and response.json()["output_mask_path"] is None
+    first = requests.get(f"{base}/task/{task_id}").json()
+    assert abs(first["start_time"] - submitted) < 5
+    if first["status"] != "completed":
+        assert first["end_time"] is None
 
     seen = []
     while True:
@@ -81,6 +87,10 @@ def test_documented_flow(base, files, tmp_path):
     assert status == "completed", seen
     assert progress == 100.0
     assert data["engine"] == "talkface-1"
+    # The wrapper's fields and result layout: Unix times, /results/<id>/output.mp4 and output_mask.mp4.
+    assert data["output_video_url"] == f"/results/{task_id}/output.mp4"
+    assert data["output_mask_url"] == f"/results/{task_id}/output_mask.mp4"
+    assert submitted - 1 <= data["start_time"] <= data["end_time"] <= time.time() + 1
 
     video_url = f"{base}{data['output_video_url']}"
     mask_url = f"{base}{data['output_mask_url']}" if data['output_mask_url'] else None
@@ -96,6 +106,13 @@ def test_documented_flow(base, files, tmp_path):
         frames = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
     white = np.mean([f > 127 for f in frames])
     assert 0.001 < white < 0.5, "the mask should mark the mouth region, not nothing or everything"
+    # talkserve's earlier layout answers too.
+    assert requests.get(f"{base}/outputs/{task_id}/video.mp4").content == video.content
+    assert requests.get(f"{base}/outputs/{task_id}/mask.mp4").content == mask.content
+    for path in (f"/task/{task_id[:-1]}0", f"/results/{task_id[:-1]}0/output.mp4"):
+        r = requests.get(f"{base}{path}")
+        assert r.status_code == 404 and r.json() == {"detail": "任务不存在"}
+    assert requests.get(f"{base}/health").json() == {"status": "healthy"}
 
 
 def test_queue_endpoint_lists_waiting_tasks_in_order(base, files):
@@ -108,6 +125,7 @@ def test_queue_endpoint_lists_waiting_tasks_in_order(base, files):
     waiting = [t["task_id"] for t in queue_data["queued_tasks"]]
     assert waiting == [t["task_id"] for t in ids if t["task_id"] in waiting]
     assert [t["position"] for t in queue_data["queued_tasks"]] == list(range(len(waiting)))
+    assert all(t["status"] == "queued" for t in queue_data["queued_tasks"])
     for t in ids:
         assert _wait(base, t["task_id"])["status"] == "completed"
 

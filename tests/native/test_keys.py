@@ -62,7 +62,7 @@ def test_another_keys_task_is_a_404_on_every_api(keyed, backend, files, portrait
         assert requests.get(f"{keyed}/v1/jobs/{job_id}/outputs/video", headers=BOB, timeout=10).status_code == 404
         with events(keyed, job_id, headers=BOB) as stream:
             assert stream.status_code == 404
-    assert requests.get(f"{keyed}/task/{sync_id}", headers=BOB, timeout=10).json() == {"detail": "Task not found"}
+    assert requests.get(f"{keyed}/task/{sync_id}", headers=BOB, timeout=10).json() == {"detail": "任务不存在"}
     assert requests.get(f"{keyed}/task/{mimic_id}", headers=BOB, timeout=10).status_code == 404
     assert requests.get(f"{keyed}/task/{mimic_id}", headers=ALICE, timeout=10).status_code == 200
     assert requests.get(f"{keyed}/api/v1/synthesis/{dice_id}/status", headers=BOB, timeout=10).json() == {
@@ -130,4 +130,4 @@ def test_with_keys_off_nothing_changes_for_clients_that_send_headers(api):
     # A client's own Authorization header (a proxy's, say) must not turn a keyless server into a 401.
     for headers in ({"Authorization": "Bearer not-a-talkserve-key"}, {"X-API-Key": "whatever"}, {}):
         assert requests.get(f"{api}/v1/jobs?limit=1", headers=headers, timeout=10).status_code == 200
-        assert requests.get(f"{api}/task/nope", headers=headers, timeout=10).json() == {"detail": "Task not found"}
+        assert requests.get(f"{api}/task/nope", headers=headers, timeout=10).json() == {"detail": "任务不存在"}

@@ -6,6 +6,7 @@ lower case, as the EchoMimic wrapper answered.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -16,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway import auth, idempotency, lifecycle
 from services.gateway.context import Gateway, GatewayDep
-from services.gateway.errors import fastapi_error
+from services.gateway.errors import TASK_NOT_FOUND, fastapi_error
 from services.gateway.intake import IntakeError, accept_upload
 from services.gateway.keys import task_key
 from services.gateway.kinds import echomimic, echomimic_multi
@@ -25,6 +26,7 @@ from services.gateway.kinds.echomimic_multi import MultiParams, MultiTask
 from services.gateway.limits import streams_uploads
 from services.gateway.openapi import statuses
 from services.gateway.responses import stream_result
+from services.gateway.status import ECHOMIMIC_STATUS
 
 router = APIRouter(tags=["EchoMimic"])
 
@@ -103,40 +105,64 @@ async def generate_multi_videos(request: Request, gw: GatewayDep) -> CreateRespo
 
 
 _NOT_READY = statuses(404, s400="the video is not ready yet, or the task failed")
+_VIDEO = {200: {"content": {"video/mp4": {}}}, **_NOT_READY}
+# The wrapper's `output/videos/...` file names: <id>_with_audio.mp4, <id>_segment_<n>_with_audio.mp4,
+# <id>_combined.mp4 (it served its output folder at /output as well).
+_OUTPUT_FILE = re.compile(r"^(?P<id>[0-9A-Za-z-]{1,64})_(?:(?P<single>with_audio)|segment_(?P<segment>\d{1,4})"
+                          r"_with_audio|(?P<combined>combined))\.mp4$")
 
 
-def _completed_output(gw: Gateway, task_id: str, output: str, kinds: tuple[str, ...]) -> str:
+def _completed_output(gw: Gateway, task_id: str, output: str, kinds: tuple[str, ...], missing: str) -> str:
+    """The key of a finished task's output, or the wrapper's error for why there is none."""
     try:
         rec, _ = gw.tasks.get(task_id)
     except TaskNotFound:
-        raise fastapi_error(404, "Task not found")
+        raise fastapi_error(404, TASK_NOT_FOUND) from None
     if rec.api != "echomimic" or rec.kind not in kinds or not auth.visible(rec):
-        raise fastapi_error(404, "Task not found")
-    if output in rec.outputs:
-        return rec.outputs[output]
-    if rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        raise fastapi_error(400, f"Task failed: {rec.error}")
-    if rec.status == TaskStatus.COMPLETED:
-        raise fastapi_error(404, "This task has no such video")
-    raise fastapi_error(400, "Video not ready yet")
+        raise fastapi_error(404, TASK_NOT_FOUND)
+    if rec.status != TaskStatus.COMPLETED:
+        if output in rec.outputs:  # a clip of a multi-audio task that is still running
+            return rec.outputs[output]
+        # The wrapper's words; why a task failed is in its status (`error`).
+        raise fastapi_error(400, f"任务状态: {ECHOMIMIC_STATUS[rec.status]}, 不可下载")
+    if output not in rec.outputs:
+        raise fastapi_error(404, missing)
+    return rec.outputs[output]
 
 
-@router.get("/download/{task_id}", responses={200: {"content": {"video/mp4": {}}}, **_NOT_READY})
+@router.get("/download/{task_id}", responses=_VIDEO)
 def download(task_id: str, gw: GatewayDep) -> StreamingResponse:
-    """Download the generated video."""
-    key = _completed_output(gw, task_id, "video", ("echomimic",))
-    return stream_result(gw, key, f"{task_id}_with_audio.mp4")
+    """Download the generated video (saved as `echomimic_<task_id>.mp4`)."""
+    key = _completed_output(gw, task_id, "video", ("echomimic",), "视频文件不存在")
+    return stream_result(gw, key, f"echomimic_{task_id}.mp4")
 
 
-@router.get("/download_segment/{task_id}/{segment_id}", responses={200: {"content": {"video/mp4": {}}}, **_NOT_READY})
+@router.get("/download_segment/{task_id}/{segment_id}", responses=_VIDEO)
 def download_segment(task_id: str, segment_id: int, gw: GatewayDep) -> StreamingResponse:
     """Download one clip of a multi-audio task (segment ids start at 0)."""
-    key = _completed_output(gw, task_id, f"segment_{segment_id}", ("echomimic_multi",))
-    return stream_result(gw, key, f"{task_id}_segment_{segment_id}.mp4")
+    key = _completed_output(gw, task_id, f"segment_{segment_id}", ("echomimic_multi",), f"片段 {segment_id} 不存在")
+    return stream_result(gw, key, f"echomimic_{task_id}_segment_{segment_id}.mp4")
 
 
-@router.get("/download_combined/{task_id}", responses={200: {"content": {"video/mp4": {}}}, **_NOT_READY})
+@router.get("/download_combined/{task_id}", responses=_VIDEO)
 def download_combined(task_id: str, gw: GatewayDep) -> StreamingResponse:
     """Download the joined video of a multi-audio task created with combine_videos=true."""
-    key = _completed_output(gw, task_id, "combined", ("echomimic_multi",))
-    return stream_result(gw, key, f"{task_id}_combined.mp4")
+    key = _completed_output(gw, task_id, "combined", ("echomimic_multi",), "没有合并的视频文件")
+    return stream_result(gw, key, f"echomimic_{task_id}_combined.mp4")
+
+
+@router.get("/output/videos/{filename}", responses=_VIDEO)
+def output_file(filename: str, gw: GatewayDep) -> StreamingResponse:
+    """A result at the path `GET /task/{id}` names in `output_file`, `output_files` or `combined_output_file`."""
+    match = _OUTPUT_FILE.match(filename)
+    if match is None:
+        raise fastapi_error(404, "Not Found")
+    task_id = match["id"]
+    if match["single"]:
+        key = _completed_output(gw, task_id, "video", ("echomimic",), "视频文件不存在")
+    elif match["combined"]:
+        key = _completed_output(gw, task_id, "combined", ("echomimic_multi",), "没有合并的视频文件")
+    else:
+        n = int(match["segment"])
+        key = _completed_output(gw, task_id, f"segment_{n}", ("echomimic_multi",), f"片段 {n} 不存在")
+    return stream_result(gw, key, filename)

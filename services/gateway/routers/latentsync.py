@@ -1,7 +1,8 @@
 """The LatentSync API (`latentsync-api.md`): /sync with URLs, the queue, task status, results.
 
 Inputs are URLs that the media service downloads with limits; `queue_position` is 0-based as
-documented. Results are served at `output_video_url` and `output_mask_url`.
+documented. Results are served at `output_video_url` and `output_mask_url`, in the wrapper's
+`/results/<id>/output.mp4` layout (talkserve's earlier `/outputs/<id>/video.mp4` answers too).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field
 from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway import auth, idempotency, lifecycle
 from services.gateway.context import GatewayDep
-from services.gateway.errors import fastapi_error
+from services.gateway.errors import TASK_NOT_FOUND, fastapi_error
 from services.gateway.kinds import latentsync
 from services.gateway.kinds.latentsync import RedubParams, SyncRequest
 from services.gateway.openapi import statuses
@@ -30,11 +31,15 @@ class SyncResponse(BaseModel):
     status: str
     queue_position: int
     message: str
+    # Always null at submission, as the wrapper's were; the status has the result URLs.
+    output_video_path: str | None = None
+    output_mask_path: str | None = None
 
 
 class QueuedTask(BaseModel):
     task_id: str
     position: int
+    status: str = "queued"
 
 
 class QueueResponse(BaseModel):
@@ -80,6 +85,12 @@ async def sync(body: SyncRequest, request: Request, gw: GatewayDep) -> SyncRespo
         nothing_to_discard))
 
 
+@router.get("/health")
+def health() -> dict:
+    """The LatentSync wrapper's health check."""
+    return {"status": "healthy"}
+
+
 @router.get("/queue", response_model=QueueResponse)
 def queue(gw: GatewayDep, caller: auth.CallerDep) -> QueueResponse:
     """The lip-sync tasks waiting and running, in order: the caller's by id, the others counted."""
@@ -92,17 +103,36 @@ def queue(gw: GatewayDep, caller: auth.CallerDep) -> QueueResponse:
                          others_queued=len(waiting) - len(mine_waiting))
 
 
-@router.get("/outputs/{task_id}/{name}", responses={200: {"content": {"video/mp4": {}}},
-                                                   **statuses(404, s400="the task has not completed yet")})
-def output(task_id: str, name: str, gw: GatewayDep) -> StreamingResponse:
-    """Download the lip-synced video (`video.mp4`) or the mask video (`mask.mp4`)."""
-    output_name = {"video.mp4": "video", "mask.mp4": "mask"}.get(name)
+# The wrapper's layout (`/results/<id>/output.mp4`, what `output_video_url` names) and
+# talkserve's earlier one (`/outputs/<id>/video.mp4`) both answer.
+_RESULT_NAMES = {"output.mp4": "video", "output_mask.mp4": "mask", "video.mp4": "video", "mask.mp4": "mask"}
+_RESULT_DOC = {200: {"content": {"video/mp4": {}}}, **statuses(404, s400="the task has not completed yet")}
+
+
+def _result(task_id: str, name: str, gw: GatewayDep) -> StreamingResponse:
+    output_name = _RESULT_NAMES.get(name)
     try:
         rec, _ = gw.tasks.get(task_id)
     except TaskNotFound:
-        raise fastapi_error(404, "Task not found") from None
-    if rec.api != "latentsync" or output_name is None or not auth.visible(rec):
-        raise fastapi_error(404, "Not found")
+        raise fastapi_error(404, TASK_NOT_FOUND) from None
+    if rec.api != "latentsync" or not auth.visible(rec):
+        raise fastapi_error(404, TASK_NOT_FOUND)
+    if output_name is None:
+        raise fastapi_error(404, "Not Found")
     if rec.status != TaskStatus.COMPLETED:
         raise fastapi_error(400, "Task not completed yet")
+    if output_name not in rec.outputs:
+        raise fastapi_error(404, "Not Found")
     return stream_result(gw, rec.outputs[output_name], f"{task_id}_{name}")
+
+
+@router.get("/results/{task_id}/{name}", responses=_RESULT_DOC)
+def result(task_id: str, name: str, gw: GatewayDep) -> StreamingResponse:
+    """Download the lip-synced video (`output.mp4`) or the mask video (`output_mask.mp4`)."""
+    return _result(task_id, name, gw)
+
+
+@router.get("/outputs/{task_id}/{name}", responses=_RESULT_DOC)
+def output(task_id: str, name: str, gw: GatewayDep) -> StreamingResponse:
+    """The same results under talkserve's earlier names (`video.mp4`, `mask.mp4`)."""
+    return _result(task_id, name, gw)
