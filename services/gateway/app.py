@@ -8,6 +8,7 @@ import logging
 import pathlib
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -101,6 +102,16 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
     app.add_middleware(RequestLimits, settings=settings)
     app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(settings))
     app.add_middleware(startup.StartGate)
+    if settings.cors_allow_origins or settings.cors_allow_origin_regex:
+        # Outside the keys and the start gate: a preflight is answered before a key is asked for
+        # (browsers send none with it), and refusals (401, 429, 413, 503) carry the headers a page
+        # needs to read them; inside the observer, so preflights have request ids and are counted.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins,
+                           allow_origin_regex=settings.cors_allow_origin_regex,
+                           allow_methods=settings.cors_allow_methods, allow_headers=settings.cors_allow_headers,
+                           expose_headers=settings.cors_expose_headers,
+                           allow_credentials=settings.cors_allow_credentials,
+                           max_age=settings.cors_max_age_seconds)
     app.add_middleware(RequestObserver)  # outermost: every answer has its request id and is counted
     app.mount("/ui", StaticFiles(directory=STATIC), name="ui")
     app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)

@@ -101,12 +101,30 @@ class GatewaySettings(BaseSettings):
     prefer_wait_max_seconds: float = Field(
         60.0, ge=0, description="longest `Prefer: wait=N` a job creation is held for (0: never held)")
 
+    # -- browsers on other origins (CORS) ------------------------------------------------------
+    # As the upstream EchoMimic server: any origin may call every API from a web page. Bearer
+    # keys are headers, not cookies, so no credentials are needed for that.
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        ["*"], description="origins web pages may call from ('*': any); empty: no CORS headers at all")
+    cors_allow_origin_regex: str | None = Field(None, description="origins matching this regex are allowed too")
+    cors_allow_methods: Annotated[list[str], NoDecode] = ["*"]
+    cors_allow_headers: Annotated[list[str], NoDecode] = Field(
+        ["*"], description="request headers a page may send ('*': whatever its preflight asks for)")
+    cors_expose_headers: Annotated[list[str], NoDecode] = Field(
+        ["Content-Disposition", "Content-Range", "Accept-Ranges", "Location", "Retry-After", "X-Request-ID",
+         "Idempotent-Replayed", "Preference-Applied"],
+        description="response headers a page's script may read")
+    cors_allow_credentials: bool = Field(False, description="let pages send cookies or HTTP auth (a page's "
+                                                            "Authorization: Bearer header needs no credentials)")
+    cors_max_age_seconds: int = Field(600, ge=0, description="how long a browser may cache a preflight's answer")
+
     def model_targets(self) -> dict[str, list[str]]:
         """Each model service's targets: one `host:port` per replica, or `dns:///name:port`."""
         return {"dicetalk": self.dicetalk_targets, "echomimic": self.echomimic_targets,
                 "latentsync": self.latentsync_targets, "voice": self.voice_targets}
 
-    @field_validator("api_keys", "webhook_allow_networks", mode="before")
+    @field_validator("api_keys", "webhook_allow_networks", "cors_allow_origins", "cors_allow_methods",
+                     "cors_allow_headers", "cors_expose_headers", mode="before")
     @classmethod
     def _json_or_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
