@@ -14,11 +14,8 @@ from skimage import data
 
 from libs.speech.espeak import synthesize, write_wav
 from services.stack import ROOT
-from tests import servers
 
 ARTIFACTS = ROOT / "out" / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Records every text the status line shows, so the test can see the progress as it happened.
 STATUS_LOG = """
 window.__status = [];
@@ -31,23 +28,6 @@ document.addEventListener("DOMContentLoaded", () => {
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
-    from scripts import ensure_chromium
-
-    try:
-        return ensure_chromium.ensure()
-    except RuntimeError as exc:
-        pytest.skip(f"no Chromium to drive: {exc}")
-
-
-@pytest.fixture(scope="module")
-def site(seaweed):
-    with servers.fresh_bucket(seaweed.settings) as bucket, servers.backend(bucket) as back, \
-            servers.gateway(back, progress_interval_seconds=0.1, events_poll_seconds=0.1) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
     folder = tmp_path_factory.mktemp("browser-inputs")
     Image.fromarray(data.astronaut()).save(folder / "portrait.png")
@@ -55,21 +35,6 @@ def inputs(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
               folder / "speech.wav")
     (folder / "notes.png").write_bytes(b"this is text, not a picture\n" * 40)
     return folder / "portrait.png", folder / "speech.wav"
-
-
-@pytest.fixture
-def page(chromium, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        # A fresh profile per test: nothing cached or stored from an earlier run.
-        context = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=chromium,
-                                                        headless=True, args=CHROMIUM_ARGS,
-                                                        viewport={"width": 1000, "height": 1400})
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
 
 
 def test_portrait_and_speech_become_a_playable_video(page, site, inputs):
