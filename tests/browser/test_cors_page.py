@@ -28,6 +28,7 @@ PAGE = """<!doctype html>
 <button id="submitBtn">生成</button>
 <script>
 window.__log = [];
+window.addEventListener('unhandledrejection', e => window.__log.push(['error', String(e.reason)]));
 for (const level of ["log", "error"]) {
   const original = console[level];
   console[level] = (...args) => { window.__log.push([level, ...args]); original(...args); };
@@ -133,9 +134,12 @@ def test_page_on_another_origin_gets_the_video(page, site, other_origin):
     page.set_input_files("#audioInput", str(folder / "speech.wav"))
     page.click("#submitBtn")
 
-    link = page.wait_for_selector("a[download]", timeout=180_000)
+    # Until the link shows, or a fetch fails (a blocked cross-origin answer is a TypeError).
+    page.wait_for_function("() => document.querySelector('a[download]') || window.__log.some(e => e[0] === 'error')",
+                           timeout=180_000)
     log = page.evaluate("window.__log")
     assert not [entry for entry in log if entry[0] == "error"], log
+    link = page.query_selector("a[download]")
     submitted = next(entry[2] for entry in log if entry[1] == "任务已提交:")
     task_id = submitted["task_id"]
     assert submitted["status"] == "pending"
