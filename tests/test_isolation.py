@@ -174,6 +174,8 @@ def test_nothing_of_one_key_reaches_another(keyed, portrait, speech, training_vi
         assert bob.get(f"/download_combined/{task_id}").status_code == 404
         assert bob.get(f"/outputs/{task_id}/video.mp4").status_code == 404
         assert bob.get(f"/outputs/{task_id}/mask.mp4").status_code == 404
+        assert bob.get(f"/results/{task_id}/output.mp4").status_code == 404
+        assert bob.get(f"/output/videos/{task_id}_with_audio.mp4").status_code == 404
         assert bob.get(f"/api/task-status/{task_id}").status_code == 404
         assert bob.get(f"/api/train-status/{task_id}").status_code == 404
     # The same Idempotency-Key makes Bob a job of his own.
@@ -212,7 +214,8 @@ def test_nothing_of_one_key_reaches_another(keyed, portrait, speech, training_vi
         assert bob.get(f"/api/history/{kind}").json() == []
     name = generated["video_path"].rsplit("/", 1)[-1]
     for path in (f"/video/{name}", f"/video/{generated['video_path']}", f"/{generated['video_path']}",
-                 f"/static/voices/res_voices/{spoken['cloned_audio_path'].rsplit('/', 1)[-1]}", chat["response"]):
+                 f"/static/voices/res_voices/{spoken['cloned_audio_path'].rsplit('/', 1)[-1]}", chat["response"],
+                 f"/{ref['relative_path']}", chat["video_path"]):
         assert bob.get(path).status_code == 404, path
         assert alice.get(path).status_code == 200, path
 
@@ -225,8 +228,12 @@ def test_nothing_of_one_key_reaches_another(keyed, portrait, speech, training_vi
     assert bob.post("/chat_system", data={"model_param": model}).status_code == 400  # no recording of his own
 
     # -- Bob's own objects with Alice's names: his own, and hers stay as they were ---------------
-    own = bob.post("/api/upload-reference-audio", files={"audio": ("voice.wav", _wav("Bob speaks in a lower voice, and he reads this sentence slowly to the end."))}).json()
+    bob_voice = _wav("Bob speaks in a lower voice, and he reads this sentence slowly to the end.")
+    own = bob.post("/api/upload-reference-audio", files={"audio": ("voice.wav", bob_voice)}).json()
     assert own["filename"] == shared_name["filename"] == "voice.wav"  # not voice_1.wav: hers is not in his way
+    # The pages' preview of /static/voices/ref_voices/voice.wav plays each caller's own recording.
+    assert bob.get("/" + own["relative_path"]).content == bob_voice
+    assert alice.get("/" + shared_name["relative_path"]).content == audio
     bob_clone = bob.post("/audio_clone", data={"original_audio_path": own["relative_path"],
                                                "target_audio_id": "shared-speaker"}).json()
     assert bob_clone["status"] == "success", bob_clone

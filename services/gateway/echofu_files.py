@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from libs.store.client import NotFound
 from services.gateway import echofu_store as echofu
+from services.gateway import voice
 from services.gateway.context import Gateway
 from services.gateway.echofu_http import (
     MB,
@@ -25,11 +26,15 @@ from services.gateway.echofu_http import (
     local_time,
     model_type_named,
     number,
+    relative_path,
     safe_filename,
 )
 from services.gateway.errors import ApiError
 from services.gateway.intake import IntakeError, probe, uploaded_form
+from services.gateway.keys import ref
+from services.gateway.rpc import VoiceClient
 from talkserve.media.v1 import media_pb2
+from talkserve.voice.v1 import voice_pb2
 
 RESULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
@@ -116,18 +121,17 @@ def load_speaker(gw: Gateway, space: echofu.Space, speaker_id: str) -> dict:
 
 
 def model_from_param(gw: Gateway, space: echofu.Space, model_name: str, model_param: str) -> tuple[str, str]:
-    """(type, id) of an existing, usable person model named by `models/<type>/<id>`."""
+    """(type, id) of an existing person model named by `models/<type>/<id>`; without one, the
+    newest model of the type `model_name` names (of any type when it names none)."""
     param = (model_param or "").strip().replace("\\", "/").rstrip("/")
     wanted = model_type_named(model_name) if model_name else None
     if model_name and wanted is None:
         raise fail(400, f"不支持的模型类型: {model_name}（支持: {', '.join(echofu.MODEL_TYPES)}）")
     if not param:
-        if wanted in echofu.UNAVAILABLE_TYPES:
-            raise fail(400, f"{wanted} 不可用: {echofu.UNAVAILABLE_TYPES[wanted]}")
-        latest = latest_model(gw, space)
+        latest = latest_model(gw, space, wanted)
         if latest is None:
             raise fail(400, "缺少 model_param，且没有已训练的模型：请先调用 /model_training")
-        return echofu.BUILTIN_TYPE, latest
+        return latest
     parts = [p for p in param.split("/") if p]
     if ".." in parts or "models" not in parts:
         raise fail(400, f"model_param 应为 models/<类型>/<模型名>: {model_param}")
@@ -137,19 +141,19 @@ def model_from_param(gw: Gateway, space: echofu.Space, model_name: str, model_pa
     mtype, mid = model_type_named(parts[i + 1]), parts[i + 2]
     if mtype is None:
         raise fail(400, f"不支持的模型类型: {parts[i + 1]}（支持: {', '.join(echofu.MODEL_TYPES)}）")
-    if mtype in echofu.UNAVAILABLE_TYPES:
-        raise fail(400, f"{mtype} 不可用: {echofu.UNAVAILABLE_TYPES[mtype]}")
     if not echofu.valid_id(mid) or not gw.store.exists(space.model_prefix(mtype, mid) + "model.json"):
-        raise fail(404, f"模型不存在: {echofu.model_path(mtype, mid)}")
+        raise fail(404, f"模型不存在: {echofu.model_path(mtype, mid)}（请先在训练页面训练 {mtype} 模型）")
     return mtype, mid
 
 
-def latest_model(gw: Gateway, space: echofu.Space) -> str | None:
-    models = [m for m in list_models(gw, space) if m["type"] == echofu.BUILTIN_TYPE]
-    return max(models, key=lambda m: m["created_time"])["name"] if models else None
+def latest_model(gw: Gateway, space: echofu.Space, model_type: str | None = None) -> tuple[str, str] | None:
+    models = [m for m in list_models(gw, space) if model_type in (None, m["type"])]
+    newest = max(models, key=lambda m: m["created_time"]) if models else None
+    return (newest["type"], newest["name"]) if newest else None
 
 
 def list_models(gw: Gateway, space: echofu.Space) -> list[dict]:
+    """Every finished person model of the caller, under the type it was trained as."""
     out = []
     for mtype in echofu.MODEL_TYPES:
         prefix = space.models_prefix(mtype)
@@ -160,30 +164,47 @@ def list_models(gw: Gateway, space: echofu.Space) -> list[dict]:
                 groups.setdefault(rest.split("/", 1)[0], []).append(key)
         for mid, keys in sorted(groups.items()):
             marker = prefix + mid + "/model.json"
-            if mtype == echofu.BUILTIN_TYPE and marker not in keys:
+            if marker not in keys:
                 continue  # still being written
             try:
-                info = gw.store.stat(marker if marker in keys else keys[0])
-                meta = json.loads(gw.store.get_bytes(marker)) if marker in keys else {}
+                info = gw.store.stat(marker)
+                meta = json.loads(gw.store.get_bytes(marker))
             except (NotFound, ValueError):
                 continue
+            engine = meta.get("engine") or echofu.PERSON_ENGINE
+            description = f"{mtype} 模型 - 包含 {len(keys)} 个模型文件"
+            if mtype != echofu.BUILTIN_TYPE:
+                description += f"（由 {engine} 人物模型构建，非 {mtype} 原版）"
             out.append({
                 "name": mid, "type": mtype, "path": echofu.model_path(mtype, mid), "model_files_count": len(keys),
                 "created_time": meta.get("created_at") or local_time(info.last_modified),
-                "description": f"{mtype} 模型 - 包含 {len(keys)} 个模型文件",
-                "engine": meta.get("engine"), "available": mtype not in echofu.UNAVAILABLE_TYPES,
+                "description": description, "engine": engine, "available": True,
             })
     out.sort(key=lambda m: str(m["created_time"]), reverse=True)
     return out
 
 
+def recording_profile(gw: Gateway, space: echofu.Space, path: str) -> tuple[str, dict]:
+    """(documented path, voice profile) of a stored reference recording (the pages' `ref_audio`)."""
+    rel = relative_path(path, (echofu.REF_VOICES, echofu.RES_VOICES, "static/audios/"), echofu.REF_VOICES)
+    if not gw.store.exists(space.static_key(rel)):
+        raise fail(404, f"参考音频不存在: {rel}")
+    reply = voice.call(gw, VoiceClient.extract_profile, voice_pb2.ExtractProfileRequest(audio=ref(space.static_key(rel))))
+    return rel, voice.profile_dict(reply.profile)
+
+
 def voice_params(gw: Gateway, space: echofu.Space, fields: dict, model: tuple[str, str] | None) -> dict:
-    """The voice a text is spoken in: a speaker's profile, else the person model's own voice."""
+    """The voice a text is spoken in: a speaker's profile, else the voice of the reference recording
+    (`ref_audio`, as the pages clone it), else the person model's own voice."""
     params: dict = {"pitch_semitones": number(fields, "pitch", -12, 12, 0.0)}
     speaker_id = (fields.get("speaker_id") or "").strip()
+    recording = (fields.get("ref_audio") or "").strip()
     if speaker_id:
         params["profile"] = load_speaker(gw, space, speaker_id)["profile"]
         params["voice_source"] = f"speaker:{speaker_id}"
+    elif recording:
+        rel, params["profile"] = recording_profile(gw, space, recording)
+        params["voice_source"] = f"ref_audio:{rel}"
     elif model is not None:
         try:
             params["profile"] = json.loads(gw.store.get_bytes(space.model_prefix(*model) + "voice_profile.json"))
@@ -194,9 +215,10 @@ def voice_params(gw: Gateway, space: echofu.Space, fields: dict, model: tuple[st
 
 
 def custom_params(text: str) -> tuple[dict, dict]:
-    """`k=v,k=v` -> (all of it, the part the built-in engine uses)."""
+    """`k=v,k=v` or one `k=v` a line (the training page's text box) -> (all of it, the part the
+    built-in engine uses)."""
     given: dict = {}
-    for item in filter(None, (p.strip() for p in (text or "").split(","))):
+    for item in filter(None, (p.strip() for p in re.split(r"[,\n]", text or ""))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise fail(400, f"custom_params 格式应为 key=value,key=value: {item}")

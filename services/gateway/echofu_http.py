@@ -149,8 +149,13 @@ def number(fields: dict[str, str], name: str, lo: float, hi: float, default: flo
     return value
 
 
+def _folded(name: str) -> str:
+    return re.sub(r"[-_\s]", "", name or "").lower()
+
+
 def model_type_named(name: str) -> str | None:
+    """The model type a client names, however it spells it (`ER_NeRF`, `ER NeRF`, `er-nerf`: ER-NeRF)."""
     for t in echofu.MODEL_TYPES:
-        if t.lower() == (name or "").strip().lower():
+        if _folded(t) == _folded(name):
             return t
     return None

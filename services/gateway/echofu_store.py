@@ -24,17 +24,18 @@ REF_VOICES = "static/voices/ref_voices/"
 RES_VOICES = "static/voices/res_voices/"
 REF_VIDEOS = "static/videos/ref_videos/"
 RES_VIDEOS = "static/videos/res_videos/"
-# The built-in person-model type; the two upstream ones are listed with why they are missing.
+# The built-in person-model type, and the two types the EchOfU pages offer. Models of every type
+# are built and rendered by talkface's person model (Video Rewrite): the upstream types are names
+# the pages filter by, and each model's `engine` says what really made it.
 BUILTIN_TYPE = "talkface-person"
-UNAVAILABLE_TYPES = {
-    "ER-NeRF": "ER-NeRF needs its upstream code (PyTorch, CUDA extensions, a face-parsing model and "
-               "DeepSpeech/HuBERT audio features) and hours of GPU training per person; this server ships "
-               "none of it. Use the built-in talkface-person type.",
-    "SyncTalk": "SyncTalk needs its upstream code and checkpoints (tri-plane NeRF, its audio-visual "
-                "encoder, face-parsing and 3DMM fitting models) and a CUDA GPU; this server ships none "
-                "of it. Use the built-in talkface-person type.",
+PERSON_ENGINE = "talkface-person-1"
+UPSTREAM_TYPES = {
+    "ER-NeRF": "ER-NeRF's own code (PyTorch, CUDA extensions, audio features, hours of GPU training) is not "
+               "shipped: an ER-NeRF model here is built and rendered by talkface's person model",
+    "SyncTalk": "SyncTalk's own code and checkpoints (tri-plane NeRF, a CUDA GPU) are not shipped: a SyncTalk "
+                "model here is built and rendered by talkface's person model",
 }
-MODEL_TYPES = (BUILTIN_TYPE, *UNAVAILABLE_TYPES)
+MODEL_TYPES = (BUILTIN_TYPE, *UPSTREAM_TYPES)
 HISTORY_LIMIT = 500
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 

@@ -153,11 +153,10 @@ def test_model_training(base, trained):
           f"{result['build_seconds']:.2f} s in the engine")
 
 
-def test_training_refuses_unavailable_and_bad_input(base, trained):
+def test_training_refuses_unknown_types_and_bad_input(base, trained):
     ref_video = trained["video"]["relative_path"]
-    for choice in ("SyncTalk", "ER-NeRF"):
-        r = requests.post(f"{base}/model_training", data={"model_choice": choice, "ref_video": ref_video})
-        assert r.status_code == 400 and "upstream" in r.json()["message"], r.text
+    r = requests.post(f"{base}/model_training", data={"model_choice": "NeRFace", "ref_video": ref_video})
+    assert r.status_code == 400 and "不支持的模型类型" in r.json()["message"], r.text
     r = requests.post(f"{base}/model_training", data={"ref_video": "static/videos/ref_videos/none.mp4"})
     assert r.status_code == 404
     r = requests.post(f"{base}/model_training", data={"ref_video": "../../etc/passwd"})
@@ -178,8 +177,9 @@ def test_available_models_and_details(base, trained):
     assert model["model_files_count"] == 6  # model.json, atlas, base clip, track, voice profile, training.json
     assert model["description"] == "talkface-person 模型 - 包含 6 个模型文件"
     types = {t["type"]: t for t in body["model_types"]}
-    assert types["talkface-person"]["available"] and not types["SyncTalk"]["available"]
-    assert "upstream" in types["ER-NeRF"]["reason"]
+    assert all(t["available"] and t["engine"] == "talkface-person-1" for t in types.values())
+    assert set(types) == {"talkface-person", "ER-NeRF", "SyncTalk"}
+    assert "talkface's person model" in types["ER-NeRF"]["note"]
 
     details = requests.get(f"{base}/api/model-details/talkface-person/{task_id}").json()["model_details"]
     assert details["total_files"] == 6 and details["path"] == model["path"]
@@ -255,7 +255,7 @@ def test_video_generation_from_audio_async(base, trained, ref_voice, tmp_path):
                                                         "ref_audio": "static/voices/ref_voices/missing.wav"})
     assert r.status_code == 404
     r = requests.post(f"{base}/video_generation", data={"model_name": "SyncTalk", "target_text": "hi"})
-    assert r.status_code == 400 and "upstream" in r.json()["message"]
+    assert r.status_code == 400 and "没有已训练的模型" in r.json()["message"]  # none of that type trained here
     r = requests.post(f"{base}/video_generation", data={"model_param": "models/talkface-person/nope",
                                                         "target_text": "hi"})
     assert r.status_code == 404
@@ -336,6 +336,7 @@ def test_chat_system(base, trained, chat_server, tmp_path):
     body = r.json()
     assert body["status"] == "success" and body["message"] == "对话生成成功"
     assert re.fullmatch(r"/static/videos/res_videos/chat_[A-Za-z0-9_]+\.mp4", body["response"])
+    assert body["video_path"] == body["response"]  # what the chat page plays
     # The question was recognised from the recording and passed on to the chat endpoint.
     sent = chat_server.requests[-1]
     assert sent["model"] == "test-model" and chat_server.headers[-1]["Authorization"] == "Bearer sk-test"
@@ -392,7 +393,10 @@ def test_video_serves_only_results(base, ref_voice):
         assert r.json()["status"] == "error"
     r = requests.get(f"{base}/video/nothing.mp4")
     assert r.status_code == 404 and r.json() == {"status": "error", "message": "视频文件不存在"}
-    # Uploaded inputs are not results: never served.
+    # /video/ serves results only; the chat's recording is not served at all.
     assert requests.get(f"{base}/video/{ref_voice['relative_path']}").status_code == 404
-    assert requests.get(f"{base}/{ref_voice['relative_path']}").status_code == 404
     assert requests.get(f"{base}/static/audios/input.wav").status_code == 404
+    assert requests.get(f"{base}/static/videos/ref_videos/grace_talking.mp4").status_code == 404
+    # Reference voices are: the pages play them at /static/voices/ref_voices/<file>.
+    preview = requests.get(f"{base}/{ref_voice['relative_path']}")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "audio/wav"

@@ -42,7 +42,7 @@ class Voice(BaseModel):
 
     pitch_semitones: Optional[float] = None
     profile: Optional[dict[str, Any]] = None  # a VoiceProfile's fields
-    voice_source: Optional[str] = None  # speaker:<id>, person_model or default
+    voice_source: Optional[str] = None  # speaker:<id>, ref_audio:<path>, person_model or default
 
 
 def voice_call(run: Run, rpc: Callable[[Req, float], Resp], request: Req) -> Resp:

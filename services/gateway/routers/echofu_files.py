@@ -117,11 +117,13 @@ def training_videos(gw: GatewayDep, space: SpaceDep):
 
 @router.get("/api/available-models")
 def available_models(gw: GatewayDep, space: SpaceDep):
-    """Person models in the store, and which model types this server can train and run."""
+    """Person models in the store, and the model types this server trains and runs (all by talkface's
+    person model; a model is listed under the type it was trained as, the type the pages filter by)."""
     models = list_models(gw, space)
-    types = [{"type": echofu.BUILTIN_TYPE, "available": True, "engine": "talkface-person-1",
+    types = [{"type": echofu.BUILTIN_TYPE, "available": True, "engine": echofu.PERSON_ENGINE,
               "description": "Video Rewrite 口型图集：从人物视频中索引真实口型，按新语音的口型重配视频"}]
-    types += [{"type": t, "available": False, "reason": reason} for t, reason in echofu.UNAVAILABLE_TYPES.items()]
+    types += [{"type": t, "available": True, "engine": echofu.PERSON_ENGINE, "note": note}
+              for t, note in echofu.UPSTREAM_TYPES.items()]
     return ok(models=models, total_count=len(models), model_types=types)
 
 
@@ -151,7 +153,7 @@ def model_details(model_type: str, model_name: str, gw: GatewayDep, space: Space
         "name": model_name, "type": mtype, "path": path, "total_files": len(files),
         "total_size_mb": round(total / MB, 2), "created_time": min(f["created_time"] for f in files),
         "modified_time": max(f["modified_time"] for f in files), "files": files,
-        "available": mtype not in echofu.UNAVAILABLE_TYPES,
+        "available": True,
     })
 
 
@@ -235,9 +237,19 @@ def video(filename: str, request: Request, gw: GatewayDep, space: SpaceDep):
     return stream_file(gw, space.static_key(rel), "video/mp4", request, "视频文件不存在")
 
 
+_AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".flac": "audio/flac",
+                ".ogg": "audio/ogg"}
+
+
 @router.get("/static/{path:path}", responses=FILE_RESPONSES)
 def static(path: str, request: Request, gw: GatewayDep, space: SpaceDep):
-    """Results under static/videos/res_videos/ and static/voices/res_voices/ (nothing else is served)."""
-    folders = {echofu.RES_VIDEOS[len("static/"):]: "video/mp4", echofu.RES_VOICES[len("static/"):]: "audio/wav"}
-    rel = result_path(path, folders, None)
-    return stream_file(gw, space.static_key("static/" + rel), folders[rel.rsplit("/", 1)[0] + "/"], request, "文件不存在")
+    """The caller's reference voices (static/voices/ref_voices/, the pages play them), generated voices
+    (static/voices/res_voices/) and videos (static/videos/res_videos/); nothing else is served."""
+    videos, voices = echofu.RES_VIDEOS[len("static/"):], (echofu.REF_VOICES[len("static/"):],
+                                                          echofu.RES_VOICES[len("static/"):])
+    rel = result_path(path, dict.fromkeys((videos, *voices), ""), None)
+    folder, name = rel.rsplit("/", 1)[0] + "/", rel.rsplit("/", 1)[1]
+    media_type = "video/mp4" if folder == videos else _AUDIO_TYPES.get(name[name.rfind("."):].lower())
+    if media_type is None:
+        raise fail(404, "文件不存在")
+    return stream_file(gw, space.static_key("static/" + rel), media_type, request, "文件不存在")

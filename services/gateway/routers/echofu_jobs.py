@@ -10,6 +10,7 @@ training) reports progress.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,6 +25,7 @@ from services.gateway.echofu_files import (
     free_name,
     load_speaker,
     model_from_param,
+    recording_profile,
     voice_params,
 )
 from services.gateway.echofu_http import (
@@ -58,8 +60,8 @@ router = APIRouter(tags=["EchOfU"])
 
 
 @router.post("/video_generation", responses=statuses(400, 404, 500, 503), openapi_extra=form_doc(
-    "model_name", "model_param", "ref_audio", "gpu_choice", "target_text", "speaker_id", "pitch", "async",
-    multipart=True))
+    "model_name", "model_param", "ref_audio", "gpu_choice", "target_text", "speaker_id", "pitch", "pitch_quality",
+    "async", multipart=True))
 async def video_generation(request: Request, gw: GatewayDep, space: SpaceDep):
     """Make the person of a model say a reference audio or a text (spoken by espeak-ng first)."""
     fields = await form_fields(request)
@@ -102,16 +104,17 @@ async def video_generation(request: Request, gw: GatewayDep, space: SpaceDep):
 
 
 @router.post("/model_training", responses=statuses(400, 404, 503), openapi_extra=form_doc(
-    "model_choice", "ref_video", "gpu_choice", "epoch", "custom_params"))
+    "model_choice", "ref_video", "gpu_choice", "epoch", "custom_params", multipart=True))
 async def model_training(request: Request, gw: GatewayDep, space: SpaceDep):
-    """Start building a person model from a training video; answers at once with the task id."""
+    """Start building a person model from a training video; answers at once with the task id.
+
+    Every model type (talkface-person, and the pages' SyncTalk and ER-NeRF) is built by
+    talkface's person model; the model is listed under the type asked for."""
     fields = await form_fields(request)
     choice = (fields.get("model_choice") or "").strip()
     mtype = model_type_named(choice) if choice else echofu.BUILTIN_TYPE
     if mtype is None:
         raise fail(400, f"不支持的模型类型: {choice}（支持: {', '.join(echofu.MODEL_TYPES)}）")
-    if mtype in echofu.UNAVAILABLE_TYPES:
-        raise fail(400, f"{mtype} 不可用: {echofu.UNAVAILABLE_TYPES[mtype]}")
     if not (fields.get("ref_video") or "").strip():
         raise fail(400, "缺少 ref_video")
     rel = relative_path(fields["ref_video"], (echofu.REF_VIDEOS,), echofu.REF_VIDEOS)
@@ -128,8 +131,8 @@ async def model_training(request: Request, gw: GatewayDep, space: SpaceDep):
                         params=kind.dump(person_train.TrainParams(**params)), inputs={"video": space.static_key(rel)},
                         key_id=auth.current_key_id())
     await submit(gw, record)
-    return ok(message="模型训练开始", task_id=task_id, model_path=params["model_path"], engine="talkface-person-1",
-               status_url=f"/api/train-status/{task_id}")
+    return ok(message="模型训练开始", task_id=task_id, model_type=mtype, model_path=params["model_path"],
+               engine=echofu.PERSON_ENGINE, status_url=f"/api/train-status/{task_id}")
 
 
 @router.get("/api/train-status/{task_id}", responses=statuses(404))
@@ -148,14 +151,16 @@ def task_status(task_id: str, gw: GatewayDep):
 
 
 @router.post("/audio_clone", responses=statuses(400, 404, 503), openapi_extra=form_doc(
-    "original_audio_path", "audio_id", "target_audio_id", "gen_audio_id", "generate_text", "pitch"))
+    "original_audio_path", "ref_audio_path", "audio_id", "target_audio_id", "gen_audio_id", "output_filename",
+    "generate_text", "pitch", multipart=True))
 async def audio_clone(request: Request, gw: GatewayDep, space: SpaceDep):
-    """Extract a speaker's voice profile (clone mode) or speak a text with one (generate mode)."""
+    """Extract a speaker's voice profile (clone mode), or speak a text (generate mode) in a speaker's
+    voice (`audio_id`) or in the voice of a reference recording (`ref_audio_path`, as the page sends it)."""
     fields = await form_fields(request)
     text = (fields.get("generate_text") or "").strip()
     if text:
         return await _generate_speech(gw, space, fields, text)
-    source = (fields.get("original_audio_path") or "").strip()
+    source = (fields.get("original_audio_path") or fields.get("ref_audio_path") or "").strip()
     if not source:
         raise fail(400, "需要 original_audio_path（克隆模式）或 generate_text（生成模式）")
     rel = relative_path(source, (echofu.REF_VOICES, echofu.RES_VOICES, "static/audios/"), echofu.REF_VOICES)
@@ -180,23 +185,31 @@ async def audio_clone(request: Request, gw: GatewayDep, space: SpaceDep):
 
 
 async def _generate_speech(gw: Gateway, space: echofu.Space, fields: dict[str, str], text: str) -> dict[str, Any]:
+    started = time.monotonic()
     if len(text) > 2000:
         raise fail(400, "generate_text 过长（最多 2000 字）")
     speaker_id = (fields.get("audio_id") or "").strip()
+    recording = (fields.get("ref_audio_path") or "").strip()
     request = voice_pb2.SynthesizeRequest(text=text, pitch_semitones=number(fields, "pitch", -12, 12, 0.0))
+    reference = None
     if speaker_id:
         spk = await run_in_threadpool(load_speaker, gw, space, speaker_id)
         request.profile.CopyFrom(voice_pb2.VoiceProfile(**spk["profile"]))
-    name = (fields.get("gen_audio_id") or "").strip()
+    elif recording:
+        reference, profile = await run_in_threadpool(recording_profile, gw, space, recording)
+        request.profile.CopyFrom(voice_pb2.VoiceProfile(**profile))
+    name = (fields.get("gen_audio_id") or fields.get("output_filename") or "").strip()
     stem = safe_filename(name, "tts").rsplit(".", 1)[0] if name else f"{speaker_id or 'tts'}_{echofu.new_id('gen')}"
     filename = await run_in_threadpool(free_name, gw, space, echofu.RES_VOICES, f"{stem}.wav")
     rel = echofu.RES_VOICES + filename
     request.output.CopyFrom(ref(space.static_key(rel)))
     reply = await run_in_threadpool(voice.call, gw, VoiceClient.synthesize, request)
     await run_in_threadpool(echofu.append_history, gw.store, space, "audio_clone", {
-        "time": echofu.now_text(), "mode": "generate", "speaker_id": speaker_id or None, "text": text,
-        "cloned_audio_path": rel, "engine": reply.engine, "voice": reply.settings.voice})
+        "time": echofu.now_text(), "mode": "generate", "speaker_id": speaker_id or None,
+        "reference_audio": reference, "text": text, "cloned_audio_path": rel, "engine": reply.engine,
+        "voice": reply.settings.voice})
     return ok(message="音频生成成功", cloned_audio_path=rel, engine=reply.engine,
+               generation_time=round(time.monotonic() - started, 3), reference_audio=reference,
                duration_seconds=round(reply.duration_seconds, 3),
                settings={"voice": reply.settings.voice, "pitch": reply.settings.pitch,
                          "rate_wpm": reply.settings.rate_wpm, "eq_db": list(reply.settings.eq_db)})
@@ -207,10 +220,11 @@ async def _generate_speech(gw: Gateway, space: echofu.Space, fields: dict[str, s
 
 @router.post("/chat_system", responses=statuses(400, 404, 500, s503="no chat model is configured, the queue is "
                                                                        "full or a service is unavailable"),
-             openapi_extra=form_doc("model_name", "model_param", "voice_clone", "api_choice", "speaker_id", "pitch",
-                                     "async"))
+             openapi_extra=form_doc("model_name", "model_param", "ref_audio", "voice_clone", "api_choice", "speaker_id",
+                                     "pitch", "async", multipart=True))
 async def chat_system(request: Request, gw: GatewayDep, space: SpaceDep):
-    """Recognise the saved question, ask the chat model, and answer with a talking video."""
+    """Recognise the saved question, ask the chat model, and answer with a talking video (spoken in the
+    voice of `ref_audio` or `speaker_id` when given)."""
     s = gw.settings
     if not s.llm_base_url or not s.llm_model:
         raise fail(503, "未配置对话模型：请设置 TALKSERVE_GATEWAY_LLM_BASE_URL（OpenAI 兼容接口，例如 "
@@ -243,6 +257,8 @@ async def chat_system(request: Request, gw: GatewayDep, space: SpaceDep):
     if rec.status != TaskStatus.COMPLETED:
         raise failed(rec, "对话生成")
     result = rec.result or {}
-    return ok(response="/" + params["video_path"], message="对话生成成功", task_id=task_id, engine=rec.engine,
+    # `response` as the document has it; `video_path` is what the chat page plays (a URL path).
+    return ok(response="/" + params["video_path"], video_path="/" + params["video_path"], message="对话生成成功",
+               task_id=task_id, engine=rec.engine, voice_source=params.get("voice_source"),
                question=result.get("question"), asr_engine=result.get("asr_engine"), answer=result.get("answer"),
                tts_voice=result.get("tts_voice"), tts_rate_wpm=result.get("tts_rate_wpm"))
