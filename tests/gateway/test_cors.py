@@ -35,6 +35,7 @@ def test_preflight_is_answered_on_every_api(stack, path):
     allowed = {h.strip().lower() for h in r.headers["access-control-allow-headers"].split(",")}
     assert {"content-type", "authorization", "idempotency-key"} <= allowed
     assert int(r.headers["access-control-max-age"]) == 600
+    assert r.headers["x-request-id"]  # preflights pass the request observer too
 
 
 def test_answers_carry_the_origin_header(stack):
@@ -43,7 +44,8 @@ def test_answers_carry_the_origin_header(stack):
     assert missing.status_code == 404 and missing.headers["access-control-allow-origin"] == "*"
     info = requests.get(f"{base}/v1/info", headers={"Origin": PAGE}, timeout=10)
     assert info.status_code == 200 and info.headers["access-control-allow-origin"] == "*"
-    assert "Content-Disposition" in info.headers["access-control-expose-headers"]
+    exposed = {h.strip() for h in info.headers["access-control-expose-headers"].split(",")}
+    assert {"Content-Disposition", "X-Request-ID", "Retry-After"} <= exposed
     # Not a browser (no Origin): nothing added.
     assert "access-control-allow-origin" not in requests.get(f"{base}/v1/info", timeout=10).headers
 
