@@ -2,7 +2,7 @@
 
 The face is moved by a small set of linear "action" fields (one 468x2 pixel
 displacement per action, computed once from the rest face): jaw drop, lip spread,
-lip rounding, lip press, the emotion actions (mouth corners, cheeks, brows, lids,
+lip rounding, lip press, the emotion's action units (emotions.py: brows, lids, cheeks,
 upper lip, nose wings), lid raise and blink. A frame is the rest mesh plus a weighted
 sum of those fields, followed by a small head movement (roll, parallax yaw/pitch from
 the mesh depth, translation, scale). The weights per frame come from the MouthTrack,
@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import emotions as _emo
 from . import face as F
 from .api import EMOTIONS, MouthTrack
 
@@ -110,24 +111,13 @@ class ActionFields:
             "press": self._press,
             "fv": self._labiodental,
             "blink": self._blink,
-            "lid_raise": lambda: self._lids(upper=-0.012, lower=0.004),
-            "lid_tight": lambda: self._lids(upper=0.004, lower=-0.007),
-            # emotion actions
-            "corner_up": lambda: self._corners(du=0.015, dv=-0.040, sigma=0.07),
-            "corner_down": lambda: self._corners(du=-0.004, dv=0.030, sigma=0.07) + self._handles(
-                [F.OUTER_LIP_LOWER_MID, F.INNER_LIP_LOWER_MID], [(0, -0.006)] * 2, 0.05),
-            "corner_stretch": lambda: self._corners(du=0.022, dv=0.010, sigma=0.08),
-            "smirk_left": lambda: self._corners(du=0.014, dv=-0.025, sigma=0.06, sides=(1,)),
-            "cheek_raise": lambda: self._handles(F.RIGHT_CHEEK + F.LEFT_CHEEK,
-                                                 [(0.0, -0.014)] * (2 * len(F.RIGHT_CHEEK)), 0.05),
-            "brow_raise": lambda: self._brows(outer=(0, -0.045), inner=(0, -0.045)),
-            "brow_inner_raise": lambda: self._brows(outer=(0, 0.0), inner=(0.004, -0.028)),
-            "brow_lower": lambda: self._brows(outer=(0, 0.012), inner=(0.012, 0.032)),
-            "upper_lip_raise": self._upper_lip_raise,
         }
         for name, build in builders.items():
             if only is None or name in only:
                 self._add(name, build())
+        if only is None:
+            for name, duv in _emo.au_fields(self).items():
+                self._add(name, duv)
 
     def shut_lips(self, jaw_rest: float) -> None:
         """Measure the lip closures (press, F/V) from where a jaw weight of `jaw_rest`
@@ -391,26 +381,9 @@ class ActionFields:
                 out[i] = 0.5 * out[self._nearest(i, lo)]
         return out
 
-    def _upper_lip_raise(self) -> np.ndarray:
-        idx = list(F.LIPS_OUTER_UPPER[2:-2]) + list(F.LIPS_INNER_UPPER[2:-2]) + list(F.NOSE_WINGS)
-        disps = [(0, -0.018)] * (len(idx) - 2) + [(0, -0.012)] * 2
-        below_nose = _smoothstep((self.f[:, 1] - self.f[F.NOSE_TIP, 1] + 0.02) / 0.03)
-        return self._handles(idx, disps, 0.035, mask=np.maximum(below_nose, 0.3))
 
-
-# Emotion recipes: action -> weight at intensity 1 (emo_scale 6, DICE-Talk's default).
-EMOTION_ACTIONS: dict[str, dict[str, float]] = {
-    "neutral": {},
-    "happy": {"corner_up": 1.0, "cheek_raise": 1.0, "lid_tight": 0.5, "spread": 0.3},
-    "sad": {"corner_down": 1.0, "brow_inner_raise": 1.0, "lid_raise": -0.4},
-    "surprised": {"brow_raise": 1.0, "lid_raise": 1.0, "jaw": 0.3},
-    "angry": {"brow_lower": 1.0, "lid_tight": 1.0, "press": 0.5, "corner_down": 0.3},
-    "disgusted": {"upper_lip_raise": 1.0, "brow_lower": 0.5, "lid_tight": 0.8, "corner_down": 0.4},
-    "fear": {"brow_raise": 0.6, "brow_inner_raise": 0.8, "lid_raise": 1.0, "corner_stretch": 1.0,
-             "jaw": 0.2},
-    "contempt": {"smirk_left": 1.0, "lid_tight": 0.3},
-}
-assert set(EMOTION_ACTIONS) == set(EMOTIONS)
+# Emotion recipes (AU -> weight) live in emotions.py.
+EMOTION_ACTIONS = _emo.EMOTION_ACTIONS
 
 
 def emotion_intensity(emo_scale: float) -> float:
@@ -535,7 +508,8 @@ def mouth_weights(track: MouthTrack, m: int, jaw_rest: float = 0.0, press_rest: 
     # (a breath or a room's hiss opens the mouth by a few hundredths: still at rest)
     rest_press = press_rest * (1.0 - _smoothstep((opening - 0.05) / 0.3)) * (1.0 - fv)
     return {
-        "jaw": (jaw_rest + opening + jaw * (1.0 - opening)).astype(np.float32),
+        # an emotion's jaw (surprise) widens what speech opens, never a silent mouth
+        "jaw": (jaw_rest + opening + jaw * opening * (1.0 - opening)).astype(np.float32),
         "spread": (np.maximum(width, 0.0) + spread * (1.0 - np.abs(width))).astype(np.float32),
         "round": np.maximum(-width, 0.0).astype(np.float32),
         "press": np.clip(press + rest_press + pressed * (1.0 - opening), 0.0, 1.0).astype(np.float32),
@@ -588,23 +562,27 @@ def plan_motion(
     energy = np.clip(per_frame(track.energy), 0, 1)
 
     k = emotion_intensity(emo_scale)
-    emo = {name: k * w for name, w in EMOTION_ACTIONS[emotion].items()}
+    own = _emo.own_expression(af, jaw_rest) if k > 0 else {}
+    emo = _emo.emotion_weights(emotion, k, own)
     weights: dict[str, np.ndarray] = {name: np.zeros(n, np.float32) for name in _MOUTH_ACTIONS}
 
     def put(name, arr):
         weights[name] = weights.get(name, np.zeros(n, np.float32)) + np.asarray(arr, np.float32)
 
-    # speech and a constant emotional jaw combine without exceeding full opening
+    # speech and an emotion's jaw combine without exceeding full opening
     mouth_emotion = (min(emo.pop("jaw", 0.0), 0.6), emo.pop("spread", 0.0), emo.pop("press", 0.0))
+    close = emo.pop("close", 0.0)
 
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x7A1C]))
     blink = blink_curve(n, fps, rng) if blinks else np.zeros(n, np.float32)
-    lid_raise = emo.pop("lid_raise", 0.0)
     put("blink", blink)
-    if lid_raise:
-        put("lid_raise", lid_raise * (1.0 - blink))
-    for name, w in emo.items():
-        put(name, np.full(n, w, np.float32))
+    # the emotion's AUs summed into one field held through the clip (the lids' into
+    # another that gives way to blinks), so a frame costs the same whatever the emotion
+    for name, aus in (("emotion", [a for a in emo if a not in _emo.LID_AUS]),
+                      ("emotion_lids", [a for a in emo if a in _emo.LID_AUS])):
+        if aus:
+            af.fields[name] = sum((emo[a] * af.fields[a] for a in aus), np.zeros_like(af.fields["jaw"]))
+            put(name, 1.0 - blink if name == "emotion_lids" else np.ones(n, np.float32))
 
     if head_motion and n > 0 and dynamic_scale > 0:
         from scipy.ndimage import gaussian_filter1d
@@ -623,6 +601,9 @@ def plan_motion(
         scale = np.ones(n, np.float32)
     if jaw_rest:
         af.shut_lips(jaw_rest)
+    if close:  # a smile taken out closes the lips it held apart
+        af.fields["press"] = _emo.drape_lips(af.fields["press"])
+        press_rest = max(press_rest, close)
     plan = MotionPlan(af, weights, roll.astype(np.float32), yaw.astype(np.float32),
                       pitch.astype(np.float32), np.asarray(shift, np.float32),
                       np.asarray(scale, np.float32), n, mouth_emotion, float(jaw_rest), float(press_rest))
