@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 EMOTION_ACTIONS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"AU6": 1.0, "AU12": 1.0, "spread": 0.3},
-    "sad": {"AU1": 1.0, "AU4": 0.35, "AU15": 1.0, "AU17": 0.5, "AU43": 0.3},
+    "sad": {"AU1": 1.3, "AU4": 0.3, "AU15": 1.0, "AU17": 0.5, "AU43": 0.3},
     "angry": {"AU4": 1.0, "AU5": 0.35, "AU7": 1.0, "AU23": 1.0, "press": 0.5},
     "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU4": 0.4, "AU7": 0.4, "AU15": 0.3},
-    "fear": {"AU1": 1.0, "AU2": 0.6, "AU4": 0.5, "AU5": 1.0, "AU20": 1.0},
+    "fear": {"AU1": 1.4, "AU2": 0.8, "AU4": 0.3, "AU5": 1.0, "AU20": 1.0},
     "contempt": {"AU14": 1.0},
     "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "jaw": 0.3},
 }
@@ -58,7 +58,7 @@ def au_fields(af: ActionFields) -> dict[str, np.ndarray]:
         # brows: inner raise, outer raise, lower and draw together
         "AU1": af._brows(outer=(0.0, -0.006), inner=(0.005, -0.045)),
         "AU2": af._brows(outer=(0.0, -0.050), inner=(0.0, -0.012)),
-        "AU4": af._brows(outer=(0.003, 0.012), inner=(0.024, 0.034)),
+        "AU4": af._brows(outer=(0.004, 0.012), inner=(0.030, 0.034)),
         # lids: upper raise, cheek raise (with the lower lid), tighten, droop
         "AU5": af._lids(upper=-0.011, lower=0.002),
         "AU6": af._handles(F.RIGHT_CHEEK + F.LEFT_CHEEK, [(0.0, -0.016)] * (2 * len(F.RIGHT_CHEEK)), 0.05)
@@ -70,7 +70,7 @@ def au_fields(af: ActionFields) -> dict[str, np.ndarray]:
         "AU10": _upper_lip_raise(af),
         # mouth corners and lips
         "AU12": af._corners(du=0.015, dv=-AU12_LIFT, sigma=0.07),
-        "AU14": af._corners(du=0.018, dv=-0.030, sigma=0.055, sides=(1,)),
+        "AU14": af._corners(du=0.022, dv=-0.040, sigma=0.055, sides=(1,)),
         "AU15": af._corners(du=-0.004, dv=AU15_DROP, sigma=0.07),
         "AU17": _chin_raise(af),
         "AU20": af._corners(du=0.032, dv=0.008, sigma=0.08),

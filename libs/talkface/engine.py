@@ -18,6 +18,7 @@ import numpy as np
 
 from . import audio as _audio
 from . import face as F
+from . import glasses
 from . import motion as M
 from . import render as R
 from .api import (
@@ -248,6 +249,8 @@ class Engine:
         spans = _audio.mouth_track_stream(samples, fps, n, recognise=self.phones)
         rest = refine_inner_lips(img, rest, M.FaceFrame.from_landmarks(rest).height)
         fields = M.ActionFields(rest)
+        if job.emo_scale > 0 and glasses.worn(img, fields):
+            glasses.keep_rigid(fields)
         face_h = fields.frame.height
         interior = MouthInterior(img, rest, face_h, yaw_sin=fields.yaw_sin, softness=self._softness(box, img),
                                  seed=job.seed)

@@ -19,7 +19,7 @@ _EYE_CORNERS = F.RIGHT_EYE_CORNERS + F.LEFT_EYE_CORNERS
 _SUBNASALE = 2
 
 MEASURES = ("inner_brow", "outer_brow", "brow_gap", "lid_opening", "corner_height", "corner_tilt",
-            "mouth_width", "lip_thickness", "upper_lip", "nose_wings", "opening")
+            "mouth_width", "lip_thickness", "upper_lip", "lip_top", "nose_wings", "opening")
 
 
 def measure(pts: np.ndarray) -> dict[str, float]:
@@ -34,6 +34,7 @@ def measure(pts: np.ndarray) -> dict[str, float]:
     - mouth_width: corner to corner (AU20 and AU12 widen it)
     - lip_thickness: outer lip height minus the inner opening (AU23/24 thin the lips)
     - upper_lip: from below the nose to the top of the upper lip (AU10 shortens it)
+    - lip_top: the upper lip's top below the eye-corner line (AU10 raises the lip)
     - nose_wings: the nose wings' height below the eye-corner line (AU9 shortens it)
     - opening: the inner lips' gap at the middle (speech)
     """
@@ -64,6 +65,7 @@ def measure(pts: np.ndarray) -> dict[str, float]:
         "mouth_width": float(np.linalg.norm(xy[F.MOUTH_CORNERS[1]] - xy[F.MOUTH_CORNERS[0]])),
         "lip_thickness": outer - opening,
         "upper_lip": float((xy[_SUBNASALE] - xy[F.OUTER_LIP_UPPER_MID]) @ up),
+        "lip_top": eyes - height([F.OUTER_LIP_UPPER_MID]),
         "nose_wings": eyes - height(F.NOSE_WINGS),
         "opening": opening,
     }
