@@ -48,6 +48,10 @@ MOUTH_ACTIONS = ("jaw", "spread", "press")
 NEUTRAL_CORNER_LIFT = -0.005
 AU12_LIFT = 0.040
 AU15_DROP = 0.040
+# A resting mouth's width (face heights), and how much one unit of the lip spread action
+# (motion.ActionFields' "spread": 16 % wider) adds to it.
+NEUTRAL_MOUTH_WIDTH = 0.37
+SPREAD_WIDTH = 0.16 * NEUTRAL_MOUTH_WIDTH
 
 
 def au_fields(af: ActionFields) -> dict[str, np.ndarray]:
@@ -157,7 +161,8 @@ def own_expression(af: ActionFields, jaw_rest: float = 0.0) -> dict[str, float]:
     """The portrait's own AUs, estimated from its rest mesh (with the jaw where it rests).
 
     A smile lifts the mouth corners above the seam of the lips (AU12, with the cheeks,
-    AU6); a down-turned mouth drops them below it (AU15). Measured with the mouth shut
+    AU6) and, broad, widens the mouth (the lip spread); a down-turned mouth drops them
+    below it (AU15). Measured with the mouth shut
     as the engine rests it, since an open mouth moves the seam."""
     f = af.f.copy()
     if jaw_rest and "jaw" in af.fields:
@@ -169,6 +174,10 @@ def own_expression(af: ActionFields, jaw_rest: float = 0.0) -> dict[str, float]:
     if lift > 0:
         own["AU12"] = min(lift / AU12_LIFT, 1.5)
         own["AU6"] = 0.6 * own["AU12"]
+        # a broad smile also stretches the mouth wider than a resting one
+        wide = (af.mouth_width - NEUTRAL_MOUTH_WIDTH) / SPREAD_WIDTH
+        if wide > 0:
+            own["spread"] = min(wide, 1.0) * min(own["AU12"], 1.0)
     elif lift < 0:
         own["AU15"] = min(-lift / AU15_DROP, 1.5)
     return own

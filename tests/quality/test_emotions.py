@@ -31,7 +31,7 @@ PARTS = [LEAD_S, "I really did not expect to see you here today.", PAUSE_S]
 EXPECTED = {
     "happy": {"corner_height": +1, "mouth_width": +1},  # AU12 (+AU6)
     "sad": {"corner_height": -1, "inner_brow": +1},  # AU15, AU1
-    "angry": {"inner_brow": -1, "brow_gap": -1, "lid_opening": -1},  # AU4, AU7
+    "angry": {"inner_brow": -1, "outer_brow": -1, "lid_opening": -1},  # AU4, AU7
     "disgusted": {"nose_wings": -1, "lip_top": -1},  # AU9, AU10
     "fear": {"inner_brow": +1, "lid_opening": +1, "mouth_width": +1},  # AU1+2, AU5, AU20
     "contempt": {"corner_tilt": +1},  # AU14 on the subject's left
@@ -111,3 +111,15 @@ def test_with_no_speech_no_emotion_parts_the_lips(measured, photo):
         if gap > limit:
             open_[emotion] = round(gap, 3)
     assert not open_, f"{photo}: lips apart in the silence (gap / limit {CLOSED}): {open_}"
+
+
+def test_glasses_are_found_only_where_worn(engine):
+    """Grace Hopper's frames are found (so kept rigid); the bare faces are not taken for glasses."""
+    from libs.talkface import glasses, motion
+
+    found = {}
+    for photo in ("grace_hopper", "obama_smile", "obama_speaking", "tom_hanks"):
+        img, rest, _ = engine.prepare_portrait(api.PortraitJob(
+            image_path=str(realdata.photo(photo)), audio_path="", out_path="", crop=True, min_resolution=320))
+        found[photo] = glasses.worn(img, motion.ActionFields(rest, only=("jaw",)))
+    assert found == {"grace_hopper": True, "obama_smile": False, "obama_speaking": False, "tom_hanks": False}
