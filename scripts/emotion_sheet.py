@@ -21,7 +21,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SENTENCE = "I really did not expect to see you here today."
 PAUSE_S = 1.0
-CROP = 220  # pixels of each face crop on the sheet
+CROP = 200  # pixels of each face crop on the sheet
 FPS = 25
 ORDER = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
 
@@ -86,12 +86,12 @@ def render_rows(photo: str, resolution: int = 384) -> np.ndarray:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--photo", nargs="+", default=["grace_hopper"])
+    p.add_argument("--photo", nargs="+", default=["grace_hopper", "obama_smile"])
     a = p.parse_args(argv)
     rows = [render_rows(name) for name in a.photo]
     gap = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
     sheet = np.vstack([x for r in rows for x in (r, gap)][:-1])
-    cv2.imwrite(a.out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    cv2.imwrite(a.out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 78])
     return 0
 
 

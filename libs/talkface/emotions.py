@@ -32,9 +32,9 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
     "happy": {"AU6": 1.0, "AU12": 1.0, "spread": 0.3},
     "sad": {"AU1": 1.3, "AU4": 0.3, "AU15": 1.0, "AU17": 0.5, "AU43": 0.3},
     "angry": {"AU4": 1.0, "AU5": 0.35, "AU7": 1.0, "AU23": 1.0, "press": 0.5},
-    "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU4": 0.4, "AU7": 0.4, "AU15": 0.3},
+    "disgusted": {"AU9": 1.2, "AU10": 1.2, "AU4": 0.4, "AU7": 0.4, "AU15": 0.3},
     "fear": {"AU1": 1.4, "AU2": 0.8, "AU4": 0.3, "AU5": 1.0, "AU20": 1.0},
-    "contempt": {"AU14": 1.0},
+    "contempt": {"AU14": 1.0, "AU7": 0.2},
     "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "jaw": 0.3},
 }
 assert set(EMOTION_ACTIONS) == set(EMOTIONS)

@@ -44,8 +44,9 @@ def _steps(gray: np.ndarray, af: ActionFields, centre: np.ndarray, width: float,
 
 def worn(image: np.ndarray, af: ActionFields) -> bool:
     """Whether the face of `af` (landmarks of `image`, RGB) wears glasses."""
-    gray = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    gray = cv2.GaussianBlur(gray, (0, 0), max(0.004 * af.frame.height, 0.5))
+    grey = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    # edges a few pixels wide count fully whatever the face's size
+    gray = np.asarray(cv2.GaussianBlur(grey, (0, 0), max(0.004 * af.frame.height, 0.5)), np.float32)
     f = af.f
     bridge = (f[F.RIGHT_EYE_CORNERS[1]] + f[F.LEFT_EYE_CORNERS[1]]) / 2
     eye_gap = abs(float(f[F.LEFT_EYE_CORNERS[1], 0] - f[F.RIGHT_EYE_CORNERS[1], 0]))
