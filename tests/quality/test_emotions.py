@@ -49,6 +49,9 @@ MIN_CHANGE = {"lid_opening": 0.003, "brow_gap": 0.003, "corner_tilt": 0.004}
 DEFAULT_MIN_CHANGE = 0.005
 # Lips together: inner-lip gap (inter-ocular distances) in every silent frame.
 CLOSED = 0.06
+# Glasses kept rigid: the frames' motion departs from one affine motion by less than this
+# (95th percentile, pixels, 320 px renders; measured 0.9-1.4 kept rigid, 2.0-2.5 bent).
+RIGID_P95_PX = 1.6
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +126,56 @@ def test_glasses_are_found_only_where_worn(engine):
             image_path=str(realdata.photo(photo)), audio_path="", out_path="", crop=True, min_resolution=320))
         found[photo] = glasses.worn(img, motion.ActionFields(rest, only=("jaw",)))
     assert found == {"grace_hopper": True, "obama_smile": False, "obama_speaking": False, "tom_hanks": False}
+
+
+def _band_flow_residual(analyzer, before: np.ndarray, after: np.ndarray) -> float:
+    """95th percentile (pixels) of how far the motion from `before` to `after` departs from
+    one affine motion, over the glasses' frames: the strong edges between the brows and
+    the cheekbones, the eyes themselves (their lids move inside the lenses) left out."""
+    import cv2
+
+    from libs.talkface import face as F
+
+    pts = analyzer.landmarks(before)
+    ga, gb = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (before, after))
+    flow = cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    xy = pts[:, :2]
+    iod = float(np.linalg.norm(xy[F.LEFT_EYE_CORNERS[0]] - xy[F.RIGHT_EYE_CORNERS[0]]))
+    brows, eyes = xy[list(F.RIGHT_BROW + F.LEFT_BROW)], xy[list(F.RIGHT_EYE + F.LEFT_EYE)]
+    band = np.zeros(ga.shape, bool)
+    band[int(brows[:, 1].min()):int(eyes[:, 1].max() + 0.25 * iod),
+         int(eyes[:, 0].min() - 0.25 * iod):int(eyes[:, 0].max() + 0.25 * iod)] = True
+    band &= ~analysis._polygon_mask(ga.shape, [analysis._grown_hull(xy[list(eye)], 0.12 * iod)
+                                               for eye in (F.RIGHT_EYE, F.LEFT_EYE)])
+    edges = np.hypot(cv2.Sobel(ga, cv2.CV_32F, 1, 0), cv2.Sobel(ga, cv2.CV_32F, 0, 1))
+    band &= edges > np.percentile(edges[band], 75)
+    yy, xx = np.nonzero(band)
+    f = flow[yy, xx]
+    a = np.column_stack([xx, yy, np.ones(len(xx))])
+    sol, *_ = np.linalg.lstsq(a, f, rcond=None)
+    return float(np.percentile(np.linalg.norm(f - a @ sol, axis=1), 95))
+
+
+def test_glasses_frames_move_as_one_piece(engine, analyzer, tmp_path, monkeypatch):
+    """Against the neutral render, the brow and lid units move Grace Hopper's frames by one
+    affine motion (no bend); the same units without the glasses' constraint bend them,
+    which the measure sees."""
+    from libs.talkface import glasses
+
+    speech = build_speech([0.2, "Oh, really?", 0.6])
+    wav = tmp_path / "speech.wav"
+    write_wav(speech, wav)
+
+    def last_silent_frame(emotion: str) -> np.ndarray:
+        out = tmp_path / f"{emotion}.mp4"
+        engine.generate(api.PortraitJob(
+            image_path=str(realdata.photo("grace_hopper")), audio_path=str(wav), out_path=str(out), fps=FPS,
+            min_resolution=320, crop=True, dynamic_scale=0.0, emotion=emotion, emo_scale=6.0, seed=1))
+        return list(analysis.decode_video(out)[1])[-3]
+
+    neutral = last_silent_frame("neutral")
+    bend = {e: _band_flow_residual(analyzer, neutral, last_silent_frame(e)) for e in ("surprised", "fear", "angry")}
+    assert max(bend.values()) < RIGID_P95_PX, f"the frames bend (px off one affine motion): {bend}"
+    monkeypatch.setattr(glasses, "worn", lambda *_: False)
+    free = _band_flow_residual(analyzer, neutral, last_silent_frame("surprised"))
+    assert free > 1.3 * bend["surprised"], f"unconstrained brows should bend the frames: {free:.2f} px"
