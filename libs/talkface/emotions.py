@@ -51,6 +51,8 @@ AU15_DROP = 0.040
 # A resting mouth's width (face heights), and how much one unit of the lip spread action
 # (motion.ActionFields' "spread": 16 % wider) adds to it.
 NEUTRAL_MOUTH_WIDTH = 0.37
+# Up to this sine of the head's yaw the own expression is read in full, none from twice it.
+TRUSTED_YAW_SIN = 0.2
 SPREAD_WIDTH = 0.16 * NEUTRAL_MOUTH_WIDTH
 
 
@@ -170,6 +172,9 @@ def own_expression(af: ActionFields, jaw_rest: float = 0.0) -> dict[str, float]:
     seam = (f[F.INNER_LIP_UPPER_MID, 1] + f[F.INNER_LIP_LOWER_MID, 1]) / 2.0
     corners = (f[F.MOUTH_CORNERS[0], 1] + f[F.MOUTH_CORNERS[1], 1]) / 2.0
     lift = float(seam - corners) - NEUTRAL_CORNER_LIFT  # face heights, up = positive
+    # a turned face's corners are read through its turn (the far one foreshortened, the
+    # lips' curve seen from the side): trust the reading less, and undo less of it
+    lift *= float(np.clip(1.0 - (abs(af.yaw_sin) - TRUSTED_YAW_SIN) / TRUSTED_YAW_SIN, 0.0, 1.0))
     own: dict[str, float] = {}
     if lift > 0:
         own["AU12"] = min(lift / AU12_LIFT, 1.5)
