@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from libs.store.client import ObjectStore
 from libs.store.settings import StoreSettings
@@ -36,6 +37,7 @@ from services.gateway.routers import (
     jobs,
     latentsync,
     ops,
+    results,
     tasks,
 )
 from services.gateway.settings import GatewaySettings
@@ -54,6 +56,7 @@ links, signed webhooks and API keys. The web page at `/` is built on it.
 """
 
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
+DOCS_STATIC = "/docs-static"
 
 
 def build_gateway(settings: GatewaySettings, store_settings: StoreSettings | None = None) -> Gateway:
@@ -95,8 +98,10 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
                 app.state.native.close()
             gw.clients.close()
 
-    app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan)
-    modules = (dicetalk, echomimic, latentsync, tasks, jobs, ops, echofu_files, echofu_jobs)
+    # Swagger UI and ReDoc from files the fastapi-offline package ships: the docs load with no network.
+    app = FastAPIOffline(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan,
+                         static_url=DOCS_STATIC)
+    modules = (dicetalk, echomimic, latentsync, tasks, jobs, results, ops, echofu_files, echofu_jobs)
     install_handlers(app, [module.router for module in modules])
     # The last added runs first: keys and rate limits before a body is read.
     app.add_middleware(RequestLimits, settings=settings)

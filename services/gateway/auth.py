@@ -32,10 +32,11 @@ from services.gateway.settings import GatewaySettings
 
 HASHED_PREFIX = "sha256:"
 
-# Reachable without a key: the web page and its files, the API docs, probes and metrics.
+# Reachable without a key: the web page and its files, the API docs and theirs, probes and metrics.
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
                           "/api/health", "/health", "/metrics", "/livez", "/readyz", "/v1/info"})
-PUBLIC_PREFIXES = ("/ui/",)
+# /v1/results/ links carry the gateway's signature instead of a key (routers/results.py checks it).
+PUBLIC_PREFIXES = ("/ui/", "/docs-static/", "/v1/results/")
 
 
 def key_id_for_hash(hex_digest: str) -> str:

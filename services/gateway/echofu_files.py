@@ -12,7 +12,7 @@ import secrets
 import urllib.parse
 from datetime import datetime
 
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -32,6 +32,7 @@ from services.gateway.echofu_http import (
 from services.gateway.errors import ApiError
 from services.gateway.intake import IntakeError, probe, uploaded_form
 from services.gateway.keys import ref
+from services.gateway.responses import stream_object
 from services.gateway.rpc import VoiceClient
 from talkserve.media.v1 import media_pb2
 from talkserve.voice.v1 import voice_pb2
@@ -233,28 +234,15 @@ def custom_params(text: str) -> tuple[dict, dict]:
 
 def stream_file(gw: Gateway, key: str, media_type: str, request: Request, missing: str):
     """Stream an object, honouring a single `Range: bytes=a-b` (video players seek with it)."""
+
+    def out_of_range(size: int) -> JSONResponse:
+        return JSONResponse({"status": "error", "message": "请求的范围无效"}, 416,
+                            headers={"Content-Range": f"bytes */{size}"})
+
     try:
-        info = gw.store.stat(key)
+        return stream_object(gw, key, media_type, request.headers.get("range"), out_of_range)
     except NotFound:
         raise fail(404, missing) from None
-    size = info.size
-    headers = {"Accept-Ranges": "bytes"}
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", request.headers.get("range", "").strip())
-    if match and (match.group(1) or match.group(2)) and size > 0:
-        if match.group(1):
-            start = int(match.group(1))
-            end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
-        else:
-            start, end = max(0, size - int(match.group(2))), size - 1
-        if start >= size or start > end:
-            return JSONResponse({"status": "error", "message": "请求的范围无效"}, 416,
-                                headers={"Content-Range": f"bytes */{size}"})
-        length = end - start + 1
-        stream = gw.store.iter_object(key, offset=start, length=length)
-        headers.update({"Content-Range": f"bytes {start}-{end}/{size}", "Content-Length": str(length)})
-        return StreamingResponse(stream, 206, media_type=media_type, headers=headers)
-    headers["Content-Length"] = str(size)
-    return StreamingResponse(gw.store.iter_object(key), media_type=media_type, headers=headers)
 
 
 def result_path(path: str, folders: dict[str, str], default: str | None) -> str:

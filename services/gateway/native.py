@@ -3,21 +3,18 @@ job index, webhooks; made when the gateway starts, found by routes through `Nati
 
 from __future__ import annotations
 
-import mimetypes
-import pathlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 
-from libs.store.client import ObjectStore
-from libs.store.settings import StoreSettings
-from libs.tasks import TaskNotFound, TaskRecord, TaskStatus, utcnow
+from libs.tasks import TaskNotFound, TaskRecord, TaskStatus
 from services.gateway import auth
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.job_index import JobIndex
 from services.gateway.kinds import api_name
+from services.gateway.result_links import ResultLinks
 from services.gateway.webhook_events import FINAL, wanted
 from services.gateway.webhooks import Webhooks
 
@@ -34,7 +31,7 @@ class Native:
     def __init__(self, gw: Gateway):
         self.gw = gw
         self.index = JobIndex(gw)
-        self.presigner = _presigner(gw)
+        self.links = ResultLinks(gw.settings, gw.store)
         self.webhooks = Webhooks(gw.settings, gw.tasks, gw.store, render=self.view)
         gw.dispatcher.finish_hooks.append(self.webhooks.notify)
         gw.dispatcher.pipeline.update_hooks.append(self.webhooks.updated)
@@ -43,17 +40,7 @@ class Native:
         self.webhooks.close()
 
     def output(self, rec: TaskRecord, name: str, key: str) -> dict[str, Any]:
-        expires = timedelta(seconds=self.gw.settings.result_link_seconds)
-        filename = f"{rec.id}_{name}{pathlib.PurePosixPath(key).suffix}"
-        ctype = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        return {
-            "url": self.presigner.presign_get(key, expires, {"response-content-type": ctype}),
-            "download_url": self.presigner.presign_get(key, expires, {
-                "response-content-type": ctype,
-                "response-content-disposition": f'attachment; filename="{filename}"'}),
-            "content_type": ctype,
-            "expires_at": _iso(utcnow() + expires),
-        }
+        return self.links.output(rec, name, key)
 
     def view(self, rec: TaskRecord) -> dict[str, Any]:
         """The job body: state, live detail, presigned result links, webhook delivery."""
@@ -83,16 +70,6 @@ class Native:
             "started_at": _iso(rec.started_at),
             "links": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"},
         }
-
-
-def _presigner(gw: Gateway) -> ObjectStore:
-    """The store client that signs result links: for the public endpoint when one is configured."""
-    public = gw.settings.public_store_endpoint
-    if not public:
-        return gw.store
-    settings = gw.store.settings
-    return ObjectStore(StoreSettings(**{**settings.model_dump(), "secret_key": settings.secret_key,
-                                        "endpoint": public}))
 
 
 def start(app: FastAPI, gw: Gateway) -> Native:

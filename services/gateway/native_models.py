@@ -12,10 +12,14 @@ from libs.tasks import TaskStatus
 class JobOutput(BaseModel):
     """One result file."""
 
-    url: str = Field(description="presigned link: GET it to play or fetch the file (no API key needed)")
-    download_url: str = Field(description="presigned link that downloads the file as an attachment")
+    url: str = Field(description="expiring link: GET it to play or fetch the file (no API key needed); "
+                                 "presigned by the store, or signed by the gateway (`/v1/results/...`)")
+    download_url: str = Field(description="expiring link that downloads the file as an attachment")
     content_type: str
-    expires_at: str = Field(description="when both links stop working (ISO 8601, UTC)")
+    expires_at: str = Field(description="when both links stop working (ISO 8601, UTC); read the job again "
+                                        "for fresh ones")
+    stable_url: str = Field(description="the gateway's own download route (`/v1/jobs/{id}/outputs/{name}`, "
+                                        "with your API key): it works for as long as the job is kept")
 
 
 class WebhookState(BaseModel):
@@ -68,7 +72,8 @@ class Job(BaseModel):
         "params": {"emotion": "happy", "fps": 24, "min_resolution": 256}, "inputs": ["image", "audio"],
         "outputs": {"video": {"url": "http://127.0.0.1:8333/talkserve/tasks/5b0f.../outputs/result.mp4?X-Amz-...",
                               "download_url": "http://127.0.0.1:8333/talkserve/tasks/...&response-content-disposition=...",
-                              "content_type": "video/mp4", "expires_at": "2025-01-01T13:00:00Z"}},
+                              "content_type": "video/mp4", "expires_at": "2025-01-01T13:00:00Z",
+                              "stable_url": "/v1/jobs/5b0f.../outputs/video"}},
         "result": {"frames": 96, "fps": 24.0, "width": 256, "height": 256, "duration_seconds": 4.0},
         "error": None, "error_code": None, "metadata": {"order": "A-1042"},
         "webhook_url": "https://example.com/hooks/talkserve", "webhook_events": ["completed", "failed", "cancelled"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -83,9 +83,16 @@ class GatewaySettings(BaseSettings):
     rate_limit_burst: int = Field(100, description="requests a key may make at once before the rate applies")
     create_rate_limit_per_minute: float = Field(60.0, description="jobs created per API key and minute; 0: no limit")
     create_rate_limit_burst: int = 10
-    result_link_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600, description="lifetime of presigned result links")
+    result_link_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600, description="lifetime of result links")
+    result_links: Literal["store", "gateway"] = Field(
+        "store", description="where a job's result links point: 'store', presigned links to the object store "
+                             "(clients must reach it: see public_store_endpoint); 'gateway', links the gateway "
+                             "signs to its own /v1/results route, so the store stays private (Kubernetes)")
     # host:port (or URL) clients reach the store at, when it differs from the gateway's own endpoint.
     public_store_endpoint: str | None = None
+    public_url: str | None = Field(None, description="the gateway's address as clients see it, e.g. "
+                                                     "https://talkserve.example.com; gateway result links are "
+                                                     "absolute on it (webhook receivers need that), else relative")
     events_poll_seconds: float = Field(0.25, description="how often a live event stream looks for changes")
     # Signs webhooks ("whsec_<base64>"); unset: one is made and kept in the store, shared by all gateways.
     webhook_secret: SecretStr | None = None

@@ -622,6 +622,25 @@ def test_prod_ingress_reaches_the_gateway(rendered):
     assert ing["spec"]["tls"]
 
 
+@pytest.mark.parametrize("name", ["base", "dev", "prod"])
+def test_browsers_get_result_links_they_can_open(rendered, name):
+    """No overlay hands clients an in-cluster store address (http://minio:9000/...): either the
+    gateway signs and serves result links itself, or a public store endpoint is set."""
+    docs = rendered[name]
+    _, c = deployment_container(docs, "gateway")
+    env = {**configmap_env(docs, c), **{k: v.get("value") for k, v in env_map(c).items()}}
+    store = configmap_env(docs, c)["TALKSERVE_S3_ENDPOINT"]
+    links = env.get("TALKSERVE_GATEWAY_RESULT_LINKS", "store")
+    public = env.get("TALKSERVE_GATEWAY_PUBLIC_STORE_ENDPOINT")
+    assert links == "gateway" or (public and public.split("://")[-1] != store), \
+        f"{name}: result links would point at the in-cluster store {store}"
+    if name == "prod":
+        (ing,) = of_kind(docs, "Ingress")
+        hosts = {r["host"] for r in ing["spec"]["rules"]}
+        assert env["TALKSERVE_GATEWAY_PUBLIC_URL"] in {f"https://{h}" for h in hosts}, \
+            "the gateway's public URL is the Ingress host, so links in webhooks are absolute on it"
+
+
 def _selects(selector: dict, labels: dict) -> bool:
     return selector.get("matchLabels", {}).items() <= labels.items() and not selector.get("matchExpressions")
 

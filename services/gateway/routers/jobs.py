@@ -21,15 +21,13 @@ import asyncio
 import base64
 import json
 import math
-import mimetypes
-import pathlib
 import time
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -44,7 +42,8 @@ from services.gateway.native import NATIVE_API, Native, NativeDep, not_found, re
 from services.gateway.native_intake import plan, request_body
 from services.gateway.native_models import Info, Job, JobList, WebhookSecret
 from services.gateway.openapi import statuses
-from services.gateway.responses import stream_result
+from services.gateway.responses import stream_object
+from services.gateway.result_links import content_type, filename
 from services.gateway.webhook_events import EVENTS, MAX_METADATA_BYTES
 
 router = APIRouter(prefix="/v1", tags=["Jobs"])
@@ -275,9 +274,11 @@ async def job_events(job_id: str, native: NativeDep,
 
 
 @router.get("/jobs/{job_id}/outputs/{name}", responses={
-    200: {"content": {"video/mp4": {}}}, **statuses(404, s409="the job has not completed, its outputs are not ready")})
-def download_output(job_id: str, name: str, native: NativeDep) -> StreamingResponse:
-    """Download one result file through the gateway (for clients that cannot reach the store's links)."""
+    200: {"content": {"video/mp4": {}}}, 206: {"description": "the requested byte range (Range: bytes=a-b)"},
+    **statuses(404, 416, s409="the job has not completed, its outputs are not ready")})
+def download_output(job_id: str, name: str, native: NativeDep, request: Request) -> Response:
+    """Download one result file through the gateway: the stable address of a result while the job is kept
+    (`outputs.*.stable_url`), unlike the expiring links."""
     rec = record_of(native.gw, job_id)
     key = rec.outputs.get(name)
     if key is None:
@@ -285,8 +286,13 @@ def download_output(job_id: str, name: str, native: NativeDep) -> StreamingRespo
             raise auth.native_error(404, "not_found", f"this job has no output {name!r}; it has "
                                     f"{', '.join(sorted(rec.outputs)) or 'none'}")
         raise auth.native_error(409, "not_ready", f"the job is {rec.status.value.lower()}, its outputs are not ready")
-    filename = f"{rec.id}_{name}{pathlib.PurePosixPath(key).suffix}"
-    return stream_result(native.gw, key, filename, mimetypes.guess_type(key)[0] or "application/octet-stream")
+    headers = {"Content-Disposition": f'attachment; filename="{filename(rec, name, key)}"'}
+
+    def out_of_range(size: int) -> Response:
+        return JSONResponse({"error": {"code": "range_not_satisfiable", "message": f"the file has {size} bytes"}},
+                            416, headers={"Content-Range": f"bytes */{size}"})
+
+    return stream_object(native.gw, key, content_type(key), request.headers.get("range"), out_of_range, headers)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job, responses=statuses(404, s409="the job already ended"))
