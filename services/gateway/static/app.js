@@ -1,9 +1,12 @@
 // talkserve's web page: builds a job from the form, sends it to POST /v1/jobs, follows its
-// Server-Sent Events into the progress bar, and plays the result. No build step, no CDN.
+// Server-Sent Events into the progress bar, and plays the result, renewing its expiring links.
+// Screen readers hear a job's milestones only (the #announcer live region). No build step, no CDN.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, job: null, lastEventId: null, following: null };
+const state = { info: null, job: null, lastEventId: null, following: null, result: null, historyCursor: null,
+                previews: {} };
+const HISTORY_PAGE = 8;
 
 // -- talking to the API ---------------------------------------------------------------------
 
@@ -79,7 +82,25 @@ function showError(text) {
   const box = $("error");
   box.textContent = text;
   box.hidden = !text;
+  if (text) {
+    $("notice").hidden = true;
+    box.scrollIntoView({ block: "nearest" });
+  }
+}
+
+// Something that is not an error (a cancelled job): shown plainly.
+function showNotice(text) {
+  const box = $("notice");
+  box.textContent = text;
+  box.hidden = !text;
   if (text) box.scrollIntoView({ block: "nearest" });
+}
+
+// Milestones only (queued, started, finished, failed, cancelled): progress steps stay silent.
+function announce(text) {
+  const region = $("announcer");
+  if (region.textContent === text) region.textContent = "";  // the same words again are heard again
+  region.textContent = text;
 }
 
 function kind() {
@@ -99,6 +120,16 @@ function updateKind() {
   }
 }
 
+// The chosen file, shown as it is: the portrait as an image, speech and video in a player.
+function preview(name, file) {
+  const el = $(`${name}-preview`);
+  if (state.previews[name]) URL.revokeObjectURL(state.previews[name]);
+  state.previews[name] = file ? URL.createObjectURL(file) : null;
+  if (file) el.src = state.previews[name];
+  else el.removeAttribute("src");
+  el.hidden = !file;
+}
+
 function setupDrop(name) {
   const zone = $(`${name}-drop`);
   const input = $(`${name}-file`);
@@ -106,6 +137,7 @@ function setupDrop(name) {
   const show = () => {
     const f = input.files[0];
     chosen.textContent = f ? `${f.name} (${(f.size / 1048576).toFixed(1)} MB)` : "";
+    preview(name, f);
   };
   input.addEventListener("change", show);
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
@@ -172,10 +204,29 @@ function describeProgress(ev) {
 function showProgress(ev) {
   $("progress").value = ev.progress || 0;
   $("status-text").textContent = `${Math.round((ev.progress || 0) * 100)} % — ${describeProgress(ev)}`;
+  if (ev.status === "PROCESSING" && state.job && !state.job.started) {
+    state.job.started = true;
+    announce("Your job has started.");
+  }
 }
 
-function showResult(job) {
-  const video = job.outputs.video || job.outputs.combined || Object.values(job.outputs)[0];
+function videoOf(job) {
+  const outputs = job.outputs || {};
+  const name = outputs.video ? "video" : outputs.combined ? "combined" : Object.keys(outputs)[0];
+  return name ? { name, output: outputs[name] } : null;
+}
+
+function setLinks(job) {
+  const video = videoOf(job).output;
+  $("download").href = video.download_url;
+  const mask = (job.outputs || {}).mask;
+  $("download-mask").hidden = !mask;
+  if (mask) $("download-mask").href = mask.download_url;
+  $("expires").textContent = `these expire ${new Date(video.expires_at).toLocaleString()}`;
+}
+
+function showResult(job, { scroll = true } = {}) {
+  const video = videoOf(job);
   $("progress").value = 1;
   $("status-text").textContent = "100 % — done.";
   $("progress-section").hidden = true;
@@ -183,29 +234,88 @@ function showResult(job) {
     showError("The job finished but produced no video.");
     return;
   }
-  const player = $("result-video");
-  player.src = video.url;
-  $("download").href = video.download_url;
-  const mask = job.outputs.mask;
-  $("download-mask").hidden = !mask;
-  if (mask) $("download-mask").href = mask.download_url;
+  state.result = { id: job.id, renewals: 0 };
+  $("result-video").src = video.output.url;
+  setLinks(job);
   const r = job.result || {};
   const facts = r.duration_seconds ? ` · ${r.duration_seconds.toFixed(1)} s, ${r.width}×${r.height}, ${r.fps} fps` : "";
   $("engine").textContent = `Made by ${job.engine || "talkserve"}${facts}`;
-  $("expires").textContent = new Date(video.expires_at).toLocaleString();
   $("result-section").hidden = false;
+  if (scroll) {
+    // The result is what the person waited for: bring it into view and put the focus on it.
+    const reduced = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    $("result-section").scrollIntoView({ block: "start", behavior: reduced ? "auto" : "smooth" });
+    $("result-heading").focus({ preventScroll: true });
+  }
   loadHistory();
+}
+
+// The job read again: its links are fresh (the API signs new ones on every read).
+async function renewLinks() {
+  const job = await api(`/v1/jobs/${state.result.id}`);
+  setLinks(job);
+  return videoOf(job).output;
+}
+
+// An expired link makes the player fail: take a fresh one and go on where it was.
+async function onPlayerError() {
+  const player = $("result-video");
+  if (!state.result || !player.getAttribute("src")) return;
+  if (state.result.renewals >= 2) {
+    showError("The browser could not play the video; use the download link instead.");
+    return;
+  }
+  state.result.renewals += 1;
+  const at = player.currentTime;
+  const playing = !player.paused;
+  let fresh;
+  try {
+    fresh = await renewLinks();
+  } catch (err) {
+    showError(err.message);
+    return;
+  }
+  player.addEventListener("loadedmetadata", () => {
+    if (at) player.currentTime = at;
+    if (playing) player.play().catch(() => {});
+  }, { once: true });
+  player.src = fresh.url;
+}
+
+// Downloads (the video, the mask) always start from a fresh link, however long the page has been open.
+async function onDownload(e) {
+  const link = e.currentTarget;
+  if (link.dataset.renewed === "1") {
+    delete link.dataset.renewed;
+    return;  // the renewed link: let the browser follow it
+  }
+  if (!state.result) return;
+  e.preventDefault();
+  try {
+    await renewLinks();
+  } catch (err) {
+    showError(err.message);
+    return;
+  }
+  link.dataset.renewed = "1";
+  link.click();
 }
 
 function finish(type, job) {
   state.following = null;
   $("submit").disabled = false;
+  $("progress-section").hidden = true;
   if (type === "completed") {
+    announce("Your video is ready.");
     showResult(job);
+  } else if (type === "cancelled") {
+    announce("The job was cancelled.");
+    showNotice("The job was cancelled.");
+    loadHistory();
   } else {
-    $("progress-section").hidden = true;
     const why = job.error || job.message || "unknown error";
-    showError(type === "cancelled" ? "The job was cancelled." : `The job failed: ${why}`);
+    announce(`The job failed: ${why}`);
+    showError(`The job failed: ${why}`);
     loadHistory();
   }
 }
@@ -282,6 +392,7 @@ async function follow(job) {
 async function submit(e) {
   e.preventDefault();
   showError("");
+  showNotice("");
   let form;
   try {
     form = buildForm();
@@ -299,7 +410,8 @@ async function submit(e) {
     const job = await postForm("/v1/jobs", form, (f) => {
       $("status-text").textContent = `Uploading… ${Math.round(f * 100)} %`;
     });
-    state.job = job;
+    state.job = { ...job, started: job.status !== "PENDING" };
+    announce(state.job.started ? "Your job has started." : "Your job is queued.");
     await follow(job);
   } catch (err) {
     $("progress-section").hidden = true;
@@ -317,29 +429,65 @@ async function cancel() {
   }
 }
 
-async function loadHistory() {
+function historyItem(job) {
+  const li = document.createElement("li");
+  const status = job.status.toLowerCase();
+  const when = new Date(job.created_at).toLocaleString();
+  li.append(`${when} · ${job.kind} · `);
+  const label = document.createElement("span");
+  label.className = status;
+  label.textContent = status;
+  li.append(label);
+  if (job.status === "FAILED" && job.error) {
+    const reason = document.createElement("span");
+    reason.className = "reason";
+    reason.textContent = ` — ${job.error}`;
+    li.append(reason);
+  }
+  if (job.status === "COMPLETED") {
+    const show = document.createElement("button");
+    show.type = "button";
+    show.className = "link";
+    show.textContent = "show";
+    show.setAttribute("aria-label", `Show the ${job.kind} video of ${when}`);
+    show.addEventListener("click", async () => {
+      showError("");
+      showNotice("");
+      try {
+        showResult(await api(`/v1/jobs/${job.id}`));  // read again: fresh links
+      } catch (err) {
+        showError(err.message);
+      }
+    });
+    li.append(" ", show);
+  }
+  return li;
+}
+
+// The newest page of the caller's jobs, or (more) the next older page after those shown.
+async function loadHistory(more = false) {
+  const params = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+  if (more && state.historyCursor) params.set("cursor", state.historyCursor);
   let page;
   try {
-    page = await api("/v1/jobs?limit=8");
+    page = await api(`/v1/jobs?${params}`);
   } catch (err) {
-    return;  // not important enough to show an error for
+    if (more) showError(err.message);
+    return;  // the first page is not important enough to show an error for
   }
   const list = $("history-list");
-  list.textContent = "";
-  for (const job of page.data) {
-    const li = document.createElement("li");
-    const when = new Date(job.created_at).toLocaleTimeString();
-    li.textContent = `${when} · ${job.kind} · ${job.status.toLowerCase()}`;
-    if (job.status === "COMPLETED") {
-      const a = document.createElement("a");
-      a.href = "#";
-      a.textContent = " show";
-      a.addEventListener("click", (e) => { e.preventDefault(); showError(""); showResult(job); });
-      li.appendChild(a);
-    }
-    list.appendChild(li);
+  if (!more) list.textContent = "";
+  const first = list.children.length;
+  for (const job of page.data) list.appendChild(historyItem(job));
+  state.historyCursor = page.has_more ? page.next_cursor : null;
+  $("history-more").hidden = !state.historyCursor;
+  $("history").hidden = list.children.length === 0;
+  // Keyboard users land on the first of the jobs just added, not back at the top.
+  const added = list.children[first];
+  if (more && added) {
+    added.tabIndex = -1;
+    added.focus();
   }
-  $("history").hidden = page.data.length === 0;
 }
 
 async function init() {
@@ -351,9 +499,11 @@ async function init() {
   }
   $("job-form").addEventListener("submit", submit);
   $("cancel").addEventListener("click", cancel);
-  $("result-video").addEventListener("error", () => {
-    showError("The browser could not play the video; use the download link instead.");
-  });
+  $("result-video").addEventListener("error", onPlayerError);
+  $("result-video").addEventListener("loadeddata", () => { if (state.result) state.result.renewals = 0; });
+  $("download").addEventListener("click", onDownload);
+  $("download-mask").addEventListener("click", onDownload);
+  $("history-more").addEventListener("click", () => loadHistory(true));
   updateKind();
   try {
     state.info = await api("/v1/info");
