@@ -235,9 +235,11 @@ function showResult(job, { scroll = true } = {}) {
     return;
   }
   state.result = { id: job.id, renewals: 0 };
+  const r = job.result || {};
+  // The player's size is known before the video loads, so the scroll below lands where it should.
+  $("result-video").style.aspectRatio = r.width && r.height ? `${r.width} / ${r.height}` : "";
   $("result-video").src = video.output.url;
   setLinks(job);
-  const r = job.result || {};
   const facts = r.duration_seconds ? ` · ${r.duration_seconds.toFixed(1)} s, ${r.width}×${r.height}, ${r.fps} fps` : "";
   $("engine").textContent = `Made by ${job.engine || "talkserve"}${facts}`;
   $("result-section").hidden = false;
