@@ -11,12 +11,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi_offline import FastAPIOffline
 
 from libs.store.client import ObjectStore
 from libs.store.settings import StoreSettings
 from libs.tasks import TaskStore
-from services.gateway import native, openapi, startup
+from services.gateway import docs_pages, native, openapi, startup
 from services.gateway.auth import ApiKeyMiddleware, ApiKeys
 from services.gateway.clients import Clients
 from services.gateway.context import Gateway
@@ -56,7 +55,6 @@ links, signed webhooks and API keys. The web page at `/` is built on it.
 """
 
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
-DOCS_STATIC = "/docs-static"
 
 
 def build_gateway(settings: GatewaySettings, store_settings: StoreSettings | None = None) -> Gateway:
@@ -98,9 +96,9 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
                 app.state.native.close()
             gw.clients.close()
 
-    # Swagger UI and ReDoc from files the fastapi-offline package ships: the docs load with no network.
-    app = FastAPIOffline(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan,
-                         static_url=DOCS_STATIC)
+    app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    docs_pages.install(app)  # /docs and /redoc from the gateway's own files
     modules = (dicetalk, echomimic, latentsync, tasks, jobs, results, ops, echofu_files, echofu_jobs)
     install_handlers(app, [module.router for module in modules])
     # The last added runs first: keys and rate limits before a body is read.
