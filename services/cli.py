@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from typing import Iterator
 
 import httpx
@@ -494,7 +495,8 @@ def _status(args: argparse.Namespace) -> int:
     if job.get("error"):
         lines.append(f"error     {job['error']}")
     for name, link in job.get("outputs", {}).items():
-        lines.append(f"{name:<9} {link['url']}")
+        # Read just now, so fresh; links the gateway signs are relative to it.
+        lines.append(f"{name:<9} {urllib.parse.urljoin(client.url + '/', link['url'])}")
     out("\n".join(lines))
     return 0
 
@@ -608,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--image", metavar="FILE|URL", help="the portrait (JPEG, PNG, WEBP, BMP)")
     submit.add_argument("--audio", metavar="FILE|URL", help="the speech (WAV, MP3, FLAC, OGG, M4A, ...)")
     submit.add_argument("--video", metavar="FILE|URL", help="the video to re-dub (redub only)")
-    submit.add_argument("--emotion", choices=EMOTIONS, help="emotion jobs only (default: neutral)")
+    submit.add_argument("--emotion", choices=EMOTIONS,
+                        help=f"emotion jobs only (default: {PAGE_DEFAULTS['emotion']['emotion']}, as on the web page)")
     submit.add_argument("--seed", type=int, help="same seed and inputs, same video")
     submit.add_argument("--set", action="append", metavar="NAME=VALUE",
                         help="any other parameter, e.g. fps=30, min_resolution=256, width=512 "
