@@ -87,7 +87,7 @@ class ResultLinks:
     # -- links the gateway signs ----------------------------------------------------------------
 
     def _signature(self, job_id: str, name: str, expires: int, download: bool) -> str:
-        message = f"{job_id}\n{name}\n{expires}\n{int(download)}".encode()
+        message = f"{job_id}\n{name}\n{expires}\n{int(download)}".encode("utf-8", "surrogatepass")
         digest = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
@@ -103,7 +103,8 @@ class ResultLinks:
         except ValueError:
             raise LinkRefused("invalid_link", "this result link is damaged; read the job again for a fresh one") \
                 from None
-        if not hmac.compare_digest(self._signature(job_id, name, until, download), signature):
+        expected = self._signature(job_id, name, until, download).encode()
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
             raise LinkRefused("invalid_link", "this result link is damaged; read the job again for a fresh one")
         if time.time() > until:
             when = _iso(datetime.fromtimestamp(until, UTC))

@@ -144,6 +144,9 @@ def test_links_are_absolute_on_the_public_url_and_good_on_every_replica(store: O
     sibling.check("job-1", "video", query["expires"], False, query["signature"])  # another replica accepts it
     with pytest.raises(LinkRefused):
         sibling.check("job-1", "video", query["expires"], True, query["signature"])  # not a download link
+    for bad_expires, bad_signature in ((query["expires"], "é" * 43), ("soon", query["signature"])):
+        with pytest.raises(LinkRefused):
+            sibling.check("job-1", "video", bad_expires, False, bad_signature)
     other = ObjectStore(store.settings.model_copy(update={"secret_key": SecretStr("another-secret")}))
     with pytest.raises(LinkRefused):
         ResultLinks(settings, other).check("job-1", "video", query["expires"], False, query["signature"])
