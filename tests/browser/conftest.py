@@ -103,8 +103,6 @@ def inputs(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
               folder / "speech.wav")
     write_wav(synthesize("Bob made a map.", voice="en"), folder / "short.wav")
     (folder / "notes.png").write_bytes(b"this is text, not a picture\n" * 40)
-    # No face in it: a job with it fails in the model service, with a reason.
-    Image.new("RGB", (256, 256), (120, 140, 160)).save(folder / "wall.png")
     return folder / "portrait.png", folder / "speech.wav"
 
 
