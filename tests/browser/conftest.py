@@ -1,6 +1,7 @@
-"""Fixtures of the browser tests (the web page, the API docs, the cross-origin page): one Debian Chromium driven by Playwright for the whole session,
-a fresh context (no cache, no storage) per test with every request off this machine refused,
-real services and a real store behind the gateway, real inputs made by the tests."""
+"""Fixtures of the browser tests (the web page, the API docs, the cross-origin page): one Debian
+Chromium driven by Playwright for the whole session, a fresh context (no cache, no storage) per
+test with every request off this machine refused, real services and a real store behind the
+gateway, real inputs made by the tests."""
 
 from __future__ import annotations
 
