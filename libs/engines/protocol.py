@@ -155,5 +155,16 @@ class Engine(Protocol):
         """Make a video of a trained person from speech."""
 
 
+@runtime_checkable
+class LiveEngine(Protocol):
+    """What an engine adds to render live sessions (optional: a replica whose engine lacks
+    `open_live` offers no live slots). The session it returns is used by one thread: `push`
+    16 kHz float32 audio, `pad_to` silence up to an audio-clock time, `frames()` renders what
+    the audio allows (libs/talkface/live.py's LiveSession is the reference)."""
+
+    def open_live(self, image_path: str, settings):
+        """A live session on the portrait `image_path` with talkface's LiveSettings."""
+
+
 # An entry point of `talkserve.engines` names one of these: called once per slot.
 EngineFactory = Callable[[EngineOptions], Engine]

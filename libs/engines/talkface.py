@@ -97,6 +97,12 @@ class TalkfaceEngine:
               should_stop: Optional[StopFn] = None) -> RenderResult:
         return self._engine.redub(job, progress, should_stop)
 
+    def open_live(self, image_path: str, settings):
+        """A live session on the portrait `image_path` (libs.talkface.live.LiveSession)."""
+        from libs.talkface.live import LiveSession
+
+        return LiveSession(self._engine, image_path, settings)
+
     def train_person(self, job: PersonTrainJob, progress: Optional[ProgressFn] = None,
                      should_stop: Optional[StopFn] = None) -> PersonTrainResult:
         options = self._person.TrainOptions(max_seconds=job.max_seconds, base_seconds=job.base_seconds,

@@ -173,10 +173,22 @@ def _energy_from_db(db: np.ndarray, floor_db: float = 40.0, head_db: float = 4.0
     """
     if db.size == 0:
         return db.copy()
+    return energy_at(db, speaking_level(db, floor_db), floor_db, head_db)
+
+
+def speaking_level(db: np.ndarray, floor_db: float = 40.0) -> float:
+    """The speaking level (dBFS) of frame levels `db`: a high percentile of the frames that are
+    not near-silent, never below SILENCE_DBFS + floor_db."""
+    if db.size == 0:
+        return SILENCE_DBFS + floor_db
     top = float(np.max(db))
     voiced = db[db > top - 50.0]
     ref = float(np.percentile(voiced, 90)) if voiced.size else top
-    ref = max(ref, SILENCE_DBFS + floor_db)
+    return max(ref, SILENCE_DBFS + floor_db)
+
+
+def energy_at(db: np.ndarray, ref: float, floor_db: float = 40.0, head_db: float = 4.0) -> np.ndarray:
+    """Frame levels (dBFS) to 0..1 against the speaking level `ref` (see _energy_from_db)."""
     return np.clip((db - (ref - floor_db)) / (floor_db - head_db), 0.0, 1.0)
 
 
@@ -417,8 +429,9 @@ def _cuts(db: np.ndarray) -> list[int]:
 class _TrackBuilder:
     """The mouth track of one clip, span by span, as the phones of its pieces come in."""
 
-    def __init__(self, samples: np.ndarray, fps: float, n_frames: int):
-        f = _Features(samples)
+    def __init__(self, samples: np.ndarray, fps: float, n_frames: int, features: Optional[_Features] = None):
+        # a live session passes features whose energy is measured against its running level
+        f = features if features is not None else _Features(samples)
         self.f, self.n, self.fps, self.n_frames = f, len(f), float(fps), int(n_frames)
         self.ac_open, self.ac_width, self.murmur = _acoustic_targets(f)
         self.labial = _labial_closures(f)
