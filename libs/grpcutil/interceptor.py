@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
-    """Validates requests and maps the exceptions of unary and server-streaming handlers to statuses."""
+    """Validates requests and maps the exceptions of unary, server-streaming and bidirectional handlers to statuses."""
 
     def __init__(self, service: Classifier | None = None):
         # The service's own exceptions, classified before the common ones.
@@ -31,9 +31,15 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
+        if handler is None:
             return handler
         method = handler_call_details.method
+        if handler.request_streaming:
+            if handler.stream_stream is None:
+                return handler
+            return grpc.stream_stream_rpc_method_handler(
+                self._bidi(method, handler.stream_stream), request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary), request_deserializer=handler.request_deserializer,
@@ -61,6 +67,20 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 self._abort(method, context, exc)
 
         return stream
+
+    def _bidi(self, method: str, inner: Callable) -> Callable:
+        def bidi(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            def checked() -> Iterator[Any]:
+                for request in requests:
+                    _validate(request)  # raised in the handler's thread, or in its reader's (which passes it on)
+                    yield request
+
+            try:
+                yield from inner(checked(), context)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+                self._abort(method, context, exc)
+
+        return bidi
 
     def _abort(self, method: str, context: grpc.ServicerContext, exc: Exception) -> None:
         if context.code() not in (None, grpc.StatusCode.OK):  # type: ignore[attr-defined]

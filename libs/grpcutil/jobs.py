@@ -71,10 +71,11 @@ class SlotPool:
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
-    """Reports a replica's free slots, its engine and the device it runs on to the gateway."""
+    """Reports a replica's free slots (jobs and live sessions), its engine and the device it runs on to the gateway."""
 
-    def __init__(self, slots: SlotPool, engines, replica_id: str | None = None):
+    def __init__(self, slots: SlotPool, engines, replica_id: str | None = None, live_slots: SlotPool | None = None):
         self._slots = slots
+        self._live = live_slots
         self._engines = engines  # its `name` and `device` (None until loaded) are read per call
         self.replica_id = replica_id or socket.gethostname()
 
@@ -90,6 +91,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             gpu=bool(device and device.gpu),
             device_kind=device.kind if device else "",
             device_name=device.name if device else "",
+            live_slots_total=self._live.total if self._live is not None and self._live.opened else 0,
+            live_slots_free=self._live.free if self._live is not None else 0,
         )
 
 

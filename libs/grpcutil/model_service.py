@@ -20,12 +20,14 @@ from pydantic_settings import SettingsConfigDict
 
 from libs import logs
 from libs.engines.loader import check_engine, load_engine
-from libs.engines.protocol import DeviceInfo, Engine, EngineOptions
+from libs.engines.protocol import PORTRAIT, DeviceInfo, Engine, EngineOptions
 from libs.grpcutil.jobs import SlotPool, WorkerServicer
+from libs.grpcutil.live import LiveServicer
 from libs.grpcutil.server import GrpcServer, ServerSettings, create_server, serve_until_signal
 from libs.store.client import ObjectStore
 from libs.talkface import api
 from talkserve.common.v1 import common_pb2
+from talkserve.live.v1 import live_pb2, live_pb2_grpc
 from talkserve.worker.v1 import worker_pb2, worker_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,10 @@ class ModelServiceSettings(ServerSettings):
     engine_fp16: bool = Field(False, description="half precision where the device supports it")
     engine_batch_size: int = Field(8, ge=1, description="frames run through the model at once")
     engine_options: dict[str, str] = Field(default_factory=dict, description="engine-specific options (JSON)")
+    # Live sessions (portrait services whose engine renders live): how many at once, and when an
+    # idle one ends. One 512 px, 25 fps session keeps about half a core busy (bench/bench_live.py).
+    live_slots: int = Field(1, ge=0, description="live sessions this replica holds at once; 0: none")
+    live_idle_timeout_s: float = Field(30.0, gt=0, description="a live session with no message this long ends")
 
 
 def engine_options(settings: ModelServiceSettings) -> EngineOptions:
@@ -87,6 +93,29 @@ class EnginePool:
             yield eng
         finally:
             self._free.put(eng)
+
+
+class LiveEngine:
+    """The engine that prepares live sessions' portraits (one of its own, beside the slots' engines,
+    so a long file job never holds up a session's start); a session then renders on its own."""
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    def load(self, factory: Callable[[], Engine]) -> bool:
+        """Build the engine; False when it renders no live sessions (it has no open_live)."""
+        engine = factory()
+        if not callable(getattr(engine, "open_live", None)):
+            return False
+        self._engine = engine
+        return True
+
+    def open_live(self, portrait: str, settings):
+        if self._engine is None:
+            raise RuntimeError("this replica's engine renders no live sessions")
+        with self._lock:  # the face models are not thread-safe
+            return self._engine.open_live(portrait, settings)  # type: ignore[attr-defined]
 
 
 class Staging:
@@ -151,6 +180,7 @@ class ModelReplica:
     slots: SlotPool
     ready: threading.Event
     replica_id: str
+    live_slots: SlotPool | None = None
 
     @property
     def port(self) -> int:
@@ -175,10 +205,19 @@ def start_model_service(
     pool = EnginePool(settings.engine)
     factory = engine_factory or configured_engine(settings, job_kind)
 
+    # portrait services also hold live sessions, where their engine renders them
+    live_slots = SlotPool(settings.live_slots) if job_kind == PORTRAIT and settings.live_slots > 0 else None
+    live_engine = LiveEngine()
+
     def _register(server: grpc.Server):
-        worker = WorkerServicer(slots, pool, replica_id)
+        worker = WorkerServicer(slots, pool, replica_id, live_slots)
         worker_pb2_grpc.add_WorkerServiceServicer_to_server(worker, server)
         names = list(register(server, slots, pool, staging))
+        if live_slots is not None:
+            live_pb2_grpc.add_LiveServiceServicer_to_server(
+                LiveServicer(live_slots, live_engine.open_live, staging, replica_id, settings.live_idle_timeout_s),
+                server)
+            names.append(live_pb2.DESCRIPTOR.services_by_name["LiveService"].full_name)
         return [*names, worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name]
 
     handle = create_server(settings, _register)
@@ -187,6 +226,8 @@ def start_model_service(
     def _load():
         try:
             pool.load(factory, settings.slots, job_kind)
+            if live_slots is not None and live_engine.load(factory):
+                live_slots.open()
         except Exception:  # noqa: BLE001 - stays NOT_SERVING; the log says why
             log.exception("replica %s could not load its engine %s", replica_id, settings.engine)
             return
@@ -197,7 +238,7 @@ def start_model_service(
                  settings.slots, pool.name, pool.device.name if pool.device else "?")
 
     threading.Thread(target=_load, name="engine-load", daemon=True).start()
-    return ModelReplica(handle, slots, ready, replica_id)
+    return ModelReplica(handle, slots, ready, replica_id, live_slots)
 
 
 def run_forever(replica: ModelReplica, grace: float) -> None:
@@ -205,6 +246,8 @@ def run_forever(replica: ModelReplica, grace: float) -> None:
 
     def _drain():
         replica.slots.draining = True
+        if replica.live_slots is not None:
+            replica.live_slots.draining = True
 
     serve_until_signal(replica.server, grace, on_stop=_drain)
 
