@@ -56,6 +56,7 @@ BENCHES = [
     Bench("torch", "Torch render", ["-m", "bench.bench_torch"], ["--seconds", "3", "--rounds", "1"], timeout=600),
     Bench("scaleout", "Scale-out", ["-m", "bench.bench_scaleout"], ["--jobs", "4", "--size", "256", "--seconds", "4"], timeout=600),
     Bench("asr", "Speech recognition", ["-m", "bench.bench_asr"], ["--quick"], timeout=900),
+    Bench("live", "Live sessions", ["-m", "bench.bench_live"], ["--seconds", "4", "--max-sessions", "2"], timeout=600),
 ]
 
 
