@@ -35,6 +35,7 @@ from services.gateway.routers import (
     echomimic,
     jobs,
     latentsync,
+    live,
     ops,
     results,
     tasks,
@@ -90,6 +91,7 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
             yield
         finally:
             starting.cancel()
+            await live.close_all(app)
             if startup.started(app):
                 sweeper.stop()
                 gw.dispatcher.stop(settings.shutdown_grace_seconds)
@@ -99,7 +101,7 @@ def create_app(settings: GatewaySettings | None = None, store_settings: StoreSet
     app = FastAPI(title="talkserve", version=settings.version, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     docs_pages.install(app)  # /docs and /redoc from the gateway's own files
-    modules = (dicetalk, echomimic, latentsync, tasks, jobs, results, ops, echofu_files, echofu_jobs)
+    modules = (dicetalk, echomimic, latentsync, tasks, jobs, results, live, ops, echofu_files, echofu_jobs)
     install_handlers(app, [module.router for module in modules])
     # The last added runs first: keys and rate limits before a body is read.
     app.add_middleware(RequestLimits, settings=settings)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from services.gateway.live_sessions import LIVE_FAILOVERS, LIVE_OPENED, LIVE_SESSIONS
+
 TASKS_FINISHED = Counter("talkserve_tasks_finished_total", "tasks that ended, by kind, status and reason",
                          ["kind", "status", "reason"])
 TASK_SECONDS = Histogram("talkserve_task_seconds", "time from start to completion of completed tasks", ["kind"],
@@ -58,6 +60,6 @@ def registry_for(dispatcher) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(DispatcherCollector(dispatcher))
     for metric in (TASKS_FINISHED, TASK_SECONDS, QUEUE_WAIT_SECONDS, HTTP_REQUESTS, HTTP_REQUEST_SECONDS,
-                   WEBHOOK_DELIVERIES, WEBHOOK_ATTEMPTS):
+                   WEBHOOK_DELIVERIES, WEBHOOK_ATTEMPTS, LIVE_SESSIONS, LIVE_OPENED, LIVE_FAILOVERS):
         registry.register(metric)
     return registry

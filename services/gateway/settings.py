@@ -125,6 +125,18 @@ class GatewaySettings(BaseSettings):
                                                             "Authorization: Bearer header needs no credentials)")
     cors_max_age_seconds: int = Field(600, ge=0, description="how long a browser may cache a preflight's answer")
 
+    # -- live sessions (/v1/live) ---------------------------------------------------------------
+    live_services: list[str] = Field(["echomimic", "dicetalk"], description="model services whose replicas "
+                                     "hold live sessions (each reports its free live slots)")
+    # RTCIceServer dictionaries for the gateway's and the browser's peer connections, e.g.
+    # [{"urls": "stun:stun.example.org:3478"}, {"urls": "turn:turn.example.org:3478",
+    # "username": "u", "credential": "p"}]; none on loopback (docs/live.md).
+    live_ice_servers: list[dict[str, Any]] = []
+    live_max_sessions: int = Field(50, ge=0, description="live sessions one gateway bridges at once")
+    live_max_seconds: float = Field(1800.0, gt=0, description="a live session ends after this long")
+    live_failover_seconds: float = Field(2.0, gt=0, description="how long a session whose replica died looks "
+                                                                "for another before it ends")
+
     def model_targets(self) -> dict[str, list[str]]:
         """Each model service's targets: one `host:port` per replica, or `dns:///name:port`."""
         return {"dicetalk": self.dicetalk_targets, "echomimic": self.echomimic_targets,

@@ -1,0 +1,185 @@
+"""The media of a live session on the gateway: the browser's audio in, the face and its sound out.
+
+`AudioClock` is the session's one clock: 16 kHz samples sent into the Live RPC. Every 20 ms
+`AudioClock.tick` takes what the browser's microphone delivered (`MicInput`, Opus decoded by
+aiortc and resampled here) and mixes in speech made from text (`say`), so audio flows into
+the session at a steady rate whether anyone speaks or not; the face keeps moving in pauses.
+
+`FaceTrack` (video) hands the session's frames to aiortc's encoder (VP8 or H.264, whichever
+the browser's offer prefers) stamped with their audio-clock time; `VoiceTrack` (audio) sends the
+very audio that drove the face back, each 20 ms released only once the frame showing it went
+out, so sound and face leave on the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import threading
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+RATE = 16000
+TICK = 320  # 20 ms at 16 kHz
+MAX_MIC_BACKLOG = RATE // 4  # microphone audio beyond 250 ms behind is dropped: latency stays bounded
+VIDEO_CLOCK = 90000  # RTP's video clock rate
+MAX_FRAME_BACKLOG = 2  # frames waiting for the encoder beyond these are skipped
+
+
+def to_pcm16k(frame: av.AudioFrame, resampler: av.AudioResampler) -> np.ndarray:
+    """A decoded audio frame (any rate and layout) to 16 kHz mono float32."""
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    if not out:
+        return np.zeros(0, np.float32)
+    return (np.concatenate(out).astype(np.float32) / 32768.0).astype(np.float32)
+
+
+def mono_resampler() -> av.AudioResampler:
+    return av.AudioResampler(format="s16", layout="mono", rate=RATE)
+
+
+class AudioClock:
+    """The session's audio: microphone plus spoken text, 20 ms at a time, counted in samples."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mic: collections.deque = collections.deque()
+        self._mic_samples = 0
+        self._speech = np.zeros(0, np.float32)
+        self.samples = 0  # sent so far: the audio clock
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / RATE
+
+    def hear(self, samples: np.ndarray) -> None:
+        """Microphone audio as it arrives."""
+        with self._lock:
+            self._mic.append(samples)
+            self._mic_samples += samples.size
+            while self._mic_samples > MAX_MIC_BACKLOG and len(self._mic) > 1:
+                self._mic_samples -= self._mic.popleft().size
+
+    def say(self, samples: np.ndarray) -> None:
+        """Speech made from text, played after what is still queued."""
+        with self._lock:
+            self._speech = np.concatenate([self._speech, samples.astype(np.float32)])
+
+    @property
+    def speaking(self) -> bool:
+        with self._lock:
+            return self._speech.size > 0
+
+    def tick(self) -> np.ndarray:
+        """The next 20 ms: the microphone's (silence where it has nothing) plus queued speech."""
+        out = np.zeros(TICK, np.float32)
+        with self._lock:
+            filled = 0
+            while filled < TICK and self._mic:
+                head = self._mic[0]
+                take = min(TICK - filled, head.size)
+                out[filled:filled + take] = head[:take]
+                filled += take
+                if take == head.size:
+                    self._mic.popleft()
+                else:
+                    self._mic[0] = head[take:]
+            self._mic_samples -= filled
+            if self._speech.size:
+                take = min(TICK, self._speech.size)
+                out[:take] += self._speech[:take]
+                self._speech = self._speech[take:]
+            self.samples += TICK
+        return np.clip(out, -1.0, 1.0)
+
+
+class FaceTrack(MediaStreamTrack):
+    """The session's frames as a video track; `video_seconds` is how far the face has been sent."""
+
+    kind = "video"
+
+    def __init__(self, fps: float):
+        super().__init__()
+        self._frames: asyncio.Queue = asyncio.Queue(maxsize=50)
+        self.fps = fps
+        self.video_seconds = 0.0
+        self._shown = asyncio.Event()
+
+    def put(self, index: int, data: bytes, width: int, height: int) -> None:
+        """A frame from the session (call on the event loop); the oldest waiting one is dropped when
+        the browser's side cannot keep up."""
+        if self._frames.full():
+            self._frames.get_nowait()
+        self._frames.put_nowait((index, data, width, height))
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        index, data, width, height = await self._frames.get()
+        while self._frames.qsize() > MAX_FRAME_BACKLOG and data is not None:
+            # behind (the browser connected late, or stalled): show the newest, not a backlog
+            index, data, width, height = self._frames.get_nowait()
+        if data is None:
+            self.stop()
+            raise MediaStreamError
+        yuv = np.frombuffer(data, np.uint8).reshape(height * 3 // 2, width)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts = int(round(index * VIDEO_CLOCK / self.fps))
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self.video_seconds = (index + 1) / self.fps
+        self._shown.set()
+        return frame
+
+    def end(self) -> None:
+        self.put(-1, None, 0, 0)  # type: ignore[arg-type]
+
+    async def shown(self) -> None:
+        """Wait until another frame went out."""
+        self._shown.clear()
+        await self._shown.wait()
+
+
+class VoiceTrack(MediaStreamTrack):
+    """The audio that drove the face, sent back in step with it (see the module doc)."""
+
+    kind = "audio"
+
+    def __init__(self, face: FaceTrack):
+        super().__init__()
+        self._face = face
+        self._chunks: asyncio.Queue = asyncio.Queue()
+
+    def put(self, start_sample: int, samples: np.ndarray) -> None:
+        """20 ms the session was sent, starting at audio-clock sample `start_sample` (on the loop)."""
+        self._chunks.put_nowait((start_sample, samples))
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        start, samples = await self._chunks.get()
+        # sound whose face went out long ago (a late start, a failover's gap) is skipped
+        while samples is not None and (start + samples.size) / RATE < self._face.video_seconds - 0.1 \
+                and not self._chunks.empty():
+            start, samples = self._chunks.get_nowait()
+        if samples is None:
+            self.stop()
+            raise MediaStreamError
+        end_s = (start + samples.size) / RATE
+        # released once the face showing this audio went out (a failover's gap releases at once)
+        while self._face.video_seconds < end_s and self.readyState == "live":
+            try:
+                await asyncio.wait_for(self._face.shown(), timeout=1.0)
+            except TimeoutError:
+                break  # no frames for a second: the sound goes on rather than stall
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = start
+        frame.time_base = fractions.Fraction(1, RATE)
+        return frame
+
+    def end(self) -> None:
+        self._chunks.put_nowait((0, None))

@@ -1,0 +1,183 @@
+"""POST /v1/live end to end: an aiortc client in the test, a real gateway, real replicas over sockets.
+
+The client's microphone is a WAV played in real time; what comes back is measured on the
+received video (FaceMesh on its frames): the mouth follows the speech sent. Text sent on the
+data channel is spoken by the voice service into the session. A replica that dies mid-session
+is replaced within 2 s, with the video frozen meanwhile and the connection never failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from libs.speech.espeak import synthesize
+from libs.store.client import ObjectStore
+from libs.talkface import analysis
+from libs.talkface.face import FaceAnalyzer
+from services.echomimic.server import EchoMimicSettings, create_echomimic_server
+from services.live_client import LiveClient, LiveError
+from services.voice.server import VoiceSettings, create_voice_server
+from tests import servers
+
+KEY = "live-test-key"
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def site(seaweed):
+    with servers.fresh_bucket(seaweed.settings) as bucket:
+        store = ObjectStore(bucket)
+        replicas = [create_echomimic_server(EchoMimicSettings(port=0, replica_id=f"echomimic-{i}", live_slots=1),
+                                            store) for i in range(2)]
+        voice = create_voice_server(VoiceSettings(port=0, replica_id="voice-0"), store)
+        for r in (*replicas, voice):
+            assert r.ready.wait(120)
+        back = servers.Backend(bucket, "127.0.0.1:1", {
+            "echomimic": [f"127.0.0.1:{r.port}" for r in replicas], "dicetalk": [], "latentsync": [],
+            "voice": [f"127.0.0.1:{voice.port}"]}, [*replicas, voice])
+        try:
+            with servers.gateway(back, api_keys=[KEY], require_api_keys=True) as url:
+                yield url, replicas
+        finally:
+            for r in (*replicas, voice):
+                r.server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def portrait(lips_together_portrait) -> bytes:
+    with open(lips_together_portrait, "rb") as fh:
+        return fh.read()
+
+
+def _speech(text: str) -> np.ndarray:
+    s = synthesize(text, voice="en")
+    x = s.samples.astype(np.float64)
+    n = int(round(x.size * 16000 / s.sample_rate))
+    return np.interp(np.arange(n) * s.sample_rate / 16000, np.arange(x.size), x).astype(np.int16)
+
+
+def _openings(frames, face) -> np.ndarray:
+    out = []
+    for _, rgb in frames:
+        try:
+            out.append(analysis.measure_face(face.landmarks(rgb)).opening)
+        except Exception:  # noqa: BLE001 - no face on a frame
+            out.append(np.nan)
+    return np.array(out)
+
+
+def _follows(client: LiveClient, audio: np.ndarray, face: FaceAnalyzer) -> tuple[float, float]:
+    """(correlation, lag s): mouth opening on the received frames against the loudness of the audio
+    sent, by arrival time, at the best end-to-end delay in 0..0.6 s."""
+    rec = client.received
+    times = np.array([t for t, _ in rec.frames]) - rec.audio_started_at
+    opening = _openings(rec.frames, face)
+    x = audio.astype(np.float64) / 32768.0
+    best = (-1.0, 0.0)
+    for lag in np.arange(0.0, 0.61, 0.02):
+        idx = ((times - lag) * 16000).astype(int)
+        loud = np.array([np.sqrt(np.mean(x[max(0, i - 640):max(0, i)] ** 2)) if 640 <= i <= x.size else 0.0
+                         for i in idx])
+        db = 20 * np.log10(loud + 1e-9)
+        env = np.clip((db - (np.percentile(db, 95) - 40)) / 40, 0, 1)
+        ok = ~np.isnan(opening)
+        r = float(np.corrcoef(opening[ok], env[ok])[0, 1])
+        if r > best[0]:
+            best = (r, float(lag))
+    return best
+
+
+def test_the_face_follows_the_speech_sent_from_the_microphone(site, portrait):
+    url, _ = site
+    silence = np.zeros(16000, np.int16)
+    audio = np.concatenate([silence, _speech("We made a map of the bay, and the moon rose over the water."),
+                            silence])
+
+    async def run():
+        client = LiveClient(url, KEY)
+        session = await client.open(portrait, audio, width=SIZE, height=SIZE)
+        await asyncio.sleep(audio.size / 16000 + 1.0)
+        state = await client.state()
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{url}/metrics")).text
+        await client.close()
+        return client, session, state, metrics
+
+    client, session, state, metrics = asyncio.run(run())
+    assert session["engine"] == "talkface-1" and session["width"] == SIZE
+    assert state["failovers"] == 0 and state["audio_seconds"] > audio.size / 16000
+    assert 'talkserve_gateway_live_sessions{service="echomimic"} 1.0' in metrics
+    frames = client.received.frames
+    span = frames[-1][0] - frames[0][0]
+    assert len(frames) / span > 20, "the video did not come at about 25 fps"
+    assert frames[0][1].shape == (SIZE, SIZE, 3)
+    assert client.received.audio_frames > 25 * (audio.size / 16000), "the sound did not come back"
+    r, lag = _follows(client, audio, FaceAnalyzer())
+    assert r >= 0.5, (r, lag)
+    assert lag <= 0.4, f"the mouth came {lag:.2f} s after the sound"
+
+
+def test_text_sent_into_a_session_is_spoken_and_moves_the_mouth(site, portrait):
+    url, _ = site
+
+    async def run():
+        client = LiveClient(url, KEY)
+        await client.open(portrait, None, width=SIZE, height=SIZE)
+        await asyncio.sleep(1.5)
+        quiet = len(client.received.frames)
+        client.say("Hello there, how are you today?")
+        await asyncio.sleep(3.5)
+        await client.close()
+        return client, quiet
+
+    client, quiet = asyncio.run(run())
+    assert client.received.messages and client.received.messages[0]["event"] == "speaking", client.received.messages
+    opening = _openings(client.received.frames, FaceAnalyzer())
+    rest = np.nanpercentile(opening[:quiet], 90)
+    assert np.nanmax(opening[quiet:]) > rest + 0.05, "the mouth did not open for the text"
+
+
+def test_a_session_survives_its_replica_dying(site, portrait):
+    url, replicas = site
+    audio = np.concatenate([_speech("One, two, three, four, five, six, seven, eight, nine, ten.")] * 2)
+
+    async def run():
+        client = LiveClient(url, KEY)
+        session = await client.open(portrait, audio, width=SIZE, height=SIZE)
+        await asyncio.sleep(1.5)
+        holder = next(r for r in replicas if r.replica_id == session["replica"])
+        killed_at = time.perf_counter()
+        holder.server.stop(0)  # its RPCs end at once, as in a crash
+        await asyncio.sleep(4.0)
+        state = await client.state()
+        pc_state = client.pc.connectionState
+        await client.close()
+        return client, session, state, killed_at, pc_state
+
+    client, session, state, killed_at, pc_state = asyncio.run(run())
+    assert state["failovers"] == 1 and state["replica"] != session["replica"]
+    assert pc_state == "connected"
+    times = np.array([t for t, _ in client.received.frames])
+    after = times[times > killed_at]
+    assert after.size > 40, "no video after the failover"
+    gaps = np.diff(np.concatenate([[killed_at], after]))
+    assert gaps.max() < 2.0, f"the video froze for {gaps.max():.2f} s"
+
+
+def test_a_key_is_needed_and_a_bad_portrait_is_refused(site, portrait):
+    url, _ = site
+
+    async def run(key, image):
+        client = LiveClient(url, key)
+        with pytest.raises(LiveError) as err:
+            await client.open(image, None)
+        return err.value
+
+    assert asyncio.run(run(None, portrait)).status == 401
+    refused = asyncio.run(run(KEY, b"not a picture"))
+    assert refused.status == 400 and refused.body["error"]["code"] == "bad_image"
