@@ -583,8 +583,15 @@ def test_prod_autoscales_model_services_on_queue_depth(rendered):
         spec = obj["spec"]
         assert spec["scaleTargetRef"]["name"] == svc and svc in deployments
         assert spec["minReplicaCount"] >= 2
-        (trigger,) = spec["triggers"]
+        trigger, *live = spec["triggers"]
         assert f'talkserve_queue_depth{{service="{svc}"}}' in trigger["metadata"]["query"]
+        # the services that hold live sessions also scale on them (docs/live.md)
+        if svc in ("echomimic", "dicetalk"):
+            (on_live,) = live
+            assert f'talkserve_gateway_live_sessions{{service="{svc}"}}' in on_live["metadata"]["query"]
+            assert float(on_live["metadata"]["threshold"]) < 2  # below the replicas' LIVE_SLOTS
+        else:
+            assert not live
         # KEDA's HPA owns the replica count: the Deployment must not fight it on every apply.
         assert "replicas" not in deployments[svc]["spec"]
 
@@ -719,7 +726,11 @@ def test_prod_network_policies(rendered):
             continue
         assert blocks, f"{name} cannot reach the internet"
         for block, rule in blocks:
-            assert sorted(p["port"] for p in rule["ports"]) == [80, 443], f"{name}: ports"
+            ports = sorted((p["port"], p.get("protocol", "TCP"), p.get("endPort")) for p in rule["ports"])
+            web = [(80, "TCP", None), (443, "TCP", None)]
+            # the gateway's live sessions: STUN/TURN and WebRTC media (docs/live.md)
+            live = [(1024, "UDP", 65535), (3478, "TCP", None), (5349, "TCP", None)]
+            assert ports == web or (name == "gateway" and ports == live), f"{name}: ports {ports}"
             _assert_public_only(name, block)
 
 
