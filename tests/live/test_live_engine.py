@@ -41,7 +41,7 @@ def test_the_live_mouth_follows_the_file_jobs_mouth_on_real_speech(read_speech, 
     assert np.corrcoef(live_open[:m], file_open[:m])[0, 1] > 0.75
 
 
-def test_silence_keeps_the_mouth_closed(read_speech):
+def test_silence_keeps_the_mouth_closed():
     live_open = _live_track(np.zeros(16000 * 2, np.float32), 25, 640)
     assert live_open.max() < 0.02
 
