@@ -1,9 +1,9 @@
 """The media of a live session on the gateway: the browser's audio in, the face and its sound out.
 
-`AudioClock` is the session's one clock: 16 kHz samples sent into the Live RPC. Every 20 ms
-`AudioClock.tick` takes what the browser's microphone delivered (`MicInput`, Opus decoded by
-aiortc and resampled here) and mixes in speech made from text (`say`), so audio flows into
-the session at a steady rate whether anyone speaks or not; the face keeps moving in pauses.
+`AudioClock` is the session's one clock: 16 kHz samples sent into the Live RPC in 20 ms
+slices, the browser's microphone (Opus decoded by aiortc, resampled here) with speech made
+from text mixed in (`say`); audio flows into the session whether anyone speaks or not, so the
+face keeps moving in pauses.
 
 `FaceTrack` (video) hands the session's frames to aiortc's encoder (VP8 or H.264, whichever
 the browser's offer prefers) stamped with their audio-clock time; `VoiceTrack` (audio) sends the
@@ -24,7 +24,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 RATE = 16000
 TICK = 320  # 20 ms at 16 kHz
-MAX_MIC_BACKLOG = RATE // 4  # microphone audio beyond 250 ms behind is dropped: latency stays bounded
+MAX_MIC_BACKLOG = 2 * RATE  # memory bound only: everything the microphone delivered is sent as it comes
+MIC_GAP_S = 0.15  # a microphone silent this long has stopped: the clock goes on with silence
 VIDEO_CLOCK = 90000  # RTP's video clock rate
 MAX_FRAME_BACKLOG = 2  # frames waiting for the encoder beyond these are skipped
 
@@ -42,24 +43,33 @@ def mono_resampler() -> av.AudioResampler:
 
 
 class AudioClock:
-    """The session's audio: microphone plus spoken text, 20 ms at a time, counted in samples."""
+    """The session's audio: microphone plus spoken text, 20 ms at a time, counted in samples.
+
+    While the microphone delivers, its audio is the clock: every 20 ms it has delivered goes
+    out, none inserted or left out, so the face's timeline is the voice's (a network hiccup
+    delays the face, it never shifts it against the sound). When it stops (MIC_GAP_S with
+    nothing, or no microphone at all) silence keeps the clock at wall-clock pace.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._mic: collections.deque = collections.deque()
         self._mic_samples = 0
+        self._heard_at = -1.0  # monotonic time the microphone last delivered
         self._speech = np.zeros(0, np.float32)
         self.samples = 0  # sent so far: the audio clock
+        self._anchor: tuple[float, int] | None = None  # (time, samples) the silent clock runs from
 
     @property
     def seconds(self) -> float:
         return self.samples / RATE
 
-    def hear(self, samples: np.ndarray) -> None:
-        """Microphone audio as it arrives."""
+    def hear(self, samples: np.ndarray, now: float) -> None:
+        """Microphone audio as it arrives (`now`: time.monotonic())."""
         with self._lock:
             self._mic.append(samples)
             self._mic_samples += samples.size
+            self._heard_at = now
             while self._mic_samples > MAX_MIC_BACKLOG and len(self._mic) > 1:
                 self._mic_samples -= self._mic.popleft().size
 
@@ -68,32 +78,45 @@ class AudioClock:
         with self._lock:
             self._speech = np.concatenate([self._speech, samples.astype(np.float32)])
 
-    @property
-    def speaking(self) -> bool:
+    def due(self, now: float) -> list[tuple[int, np.ndarray]]:
+        """The 20 ms slices to send now, each with the audio-clock sample it starts at."""
+        out = []
         with self._lock:
-            return self._speech.size > 0
+            if now - self._heard_at < MIC_GAP_S:
+                self._anchor = None
+                while self._mic_samples >= TICK:
+                    out.append(self._slice(self._take_mic()))
+            else:
+                if self._anchor is None:
+                    self._anchor = (now, self.samples)
+                at, base = self._anchor
+                while self.samples + TICK <= base + (now - at) * RATE:
+                    out.append(self._slice(self._take_mic()))
+        return out
 
-    def tick(self) -> np.ndarray:
-        """The next 20 ms: the microphone's (silence where it has nothing) plus queued speech."""
+    def _take_mic(self) -> np.ndarray:
         out = np.zeros(TICK, np.float32)
-        with self._lock:
-            filled = 0
-            while filled < TICK and self._mic:
-                head = self._mic[0]
-                take = min(TICK - filled, head.size)
-                out[filled:filled + take] = head[:take]
-                filled += take
-                if take == head.size:
-                    self._mic.popleft()
-                else:
-                    self._mic[0] = head[take:]
-            self._mic_samples -= filled
-            if self._speech.size:
-                take = min(TICK, self._speech.size)
-                out[:take] += self._speech[:take]
-                self._speech = self._speech[take:]
-            self.samples += TICK
-        return np.clip(out, -1.0, 1.0)
+        filled = 0
+        while filled < TICK and self._mic:
+            head = self._mic[0]
+            take = min(TICK - filled, head.size)
+            out[filled:filled + take] = head[:take]
+            filled += take
+            if take == head.size:
+                self._mic.popleft()
+            else:
+                self._mic[0] = head[take:]
+        self._mic_samples -= filled
+        return out
+
+    def _slice(self, out: np.ndarray) -> tuple[int, np.ndarray]:
+        if self._speech.size:
+            take = min(TICK, self._speech.size)
+            out[:take] += self._speech[:take]
+            self._speech = self._speech[take:]
+        start = self.samples
+        self.samples += TICK
+        return start, np.clip(out, -1.0, 1.0)
 
 
 class FaceTrack(MediaStreamTrack):

@@ -6,9 +6,9 @@ free live slots (GetCapacity), its Live RPC is opened and its first answer await
 portrait without a face or no free slot is the client's HTTP error, not a dead video), and only
 then is the browser's SDP offer answered. From there three things run:
 
-- the ticker (a task on the event loop): every 20 ms the next slice of the session's audio
-  (live_media.AudioClock: microphone plus spoken text) goes into the Live RPC and, for the sound
-  sent back, into the VoiceTrack;
+- the ticker (a task on the event loop): the session's audio as it falls due, in 20 ms slices
+  (live_media.AudioClock: microphone plus spoken text, silence when neither) into the Live RPC
+  and, for the sound sent back, into the VoiceTrack;
 - the pump (a thread): the RPC's frames into the FaceTrack; when the RPC breaks (the replica
   died), the session is opened again on another replica with `resume_at_seconds` set to the
   audio clock, at a frame boundary, within `live_failover_seconds`. The browser sees the face
@@ -143,30 +143,29 @@ def start_call(gw, session: Session) -> None:
 
 
 async def tick(session: Session) -> None:
-    """Every 20 ms, the next slice of audio into the session (see the module doc)."""
-    period = 0.02
+    """Every 10 ms, the audio that is due into the session (see the module doc)."""
     frame_samples = RATE / session.params.fps
-    started = time.monotonic()
-    n = 0
     while not session.closed.is_set():
-        n += 1
-        await asyncio.sleep(max(0.0, started + n * period - time.monotonic()))
-        if session.switch is not None and (session.clock.samples % frame_samples) < 1:
-            replica, done = session.switch
-            session.switch = None
-            # opened here, between two slices: the new replica's clock starts where this audio does
-            session.call = LiveCall(replica.channel, open_request(
-                session.portrait_key, session_id=session.id, width=session.params.width,
-                height=session.params.height, fps=session.params.fps, emotion=session.params.emotion,
-                emo_scale=session.params.emo_scale, seed=session.params.seed,
-                resume_at_s=session.clock.samples / RATE))
-            session.replica = replica
-            done.set()
-        start = session.clock.samples
-        samples = session.clock.tick()
-        if session.call is not None:
-            session.call.send(pcm16(samples))
-        session.voice.put(start, samples)
+        await asyncio.sleep(0.01)
+        for start, samples in session.clock.due(time.monotonic()):
+            if session.switch is not None and (start % frame_samples) < 1:
+                _switch(session, start)
+            if session.call is not None:
+                session.call.send(pcm16(samples))
+            session.voice.put(start, samples)
+
+
+def _switch(session: Session, start: int) -> None:
+    """Open the session on the replica failover chose, between two slices at a frame boundary:
+    the new replica's clock starts where the next audio does."""
+    replica, done = session.switch
+    session.switch = None
+    p = session.params
+    session.call = LiveCall(replica.channel, open_request(
+        session.portrait_key, session_id=session.id, width=p.width, height=p.height, fps=p.fps, emotion=p.emotion,
+        emo_scale=p.emo_scale, seed=p.seed, resume_at_s=start / RATE))
+    session.replica = replica
+    done.set()
 
 
 def pump(gw, session: Session) -> None:
@@ -233,7 +232,7 @@ async def listen(session: Session, track) -> None:
             frame = await track.recv()
         except Exception:  # noqa: BLE001 - the track ended (MediaStreamError) or the connection went
             return
-        session.clock.hear(to_pcm16k(frame, resampler))
+        session.clock.hear(to_pcm16k(frame, resampler), time.monotonic())
 
 
 def speak(gw, session: Session, text: str) -> dict:
