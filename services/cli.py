@@ -15,6 +15,8 @@ Make videos (each command talks to --url, default http://127.0.0.1:8000):
   talkserve wait JOB_ID              follow a job with a progress bar, then download it
   talkserve download JOB_ID -o a.mp4 save a finished job's video (--result mask: the re-dub's mask)
   talkserve cancel JOB_ID            stop a job
+  talkserve live --image me.jpg --audio hello.wav -o live.mp4
+                                     play the speech into a live session, save the face
 
   talkserve demo                     start the stack, make one video, save out/demo.mp4, stop
 
@@ -644,6 +646,19 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job_id")
     cancel.set_defaults(func=_cancel)
 
+    live = sub.add_parser("live", parents=[remote], formatter_class=_Help,
+                          help="play a WAV into a live session and save the face that came back",
+                          description="Open a live session (WebRTC), play the speech into it in real time, and "
+                                      "save the face it sent back as a silent MP4.\n\nexample:\n"
+                                      "  talkserve live --image me.jpg --audio hello.wav -o out/live.mp4")
+    live.add_argument("--image", required=True, metavar="FILE", help="the portrait")
+    live.add_argument("--audio", required=True, metavar="FILE", help="the speech, played in real time")
+    live.add_argument("-o", "--output", "--out", dest="out", default="live.mp4", metavar="PATH",
+                      help="where to save the face (default live.mp4)")
+    live.add_argument("--size", type=int, default=512, help="width and height in pixels (default 512)")
+    live.add_argument("--emotion", choices=EMOTIONS, default="neutral")
+    live.set_defaults(func=_live)
+
     listing = sub.add_parser("list", parents=[remote], formatter_class=_Help, help="list your recent jobs",
                              description="List your jobs, newest first.")
     listing.add_argument("--limit", type=int, default=20, help="how many (1 to 100, default 20)")
@@ -652,6 +667,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print the page as JSON")
     listing.set_defaults(func=_list)
     return parser
+
+
+def _live(args) -> int:
+    from services.cli_live import LiveCliError, run
+
+    try:
+        run(args.url, args.api_key, args.image, args.audio, args.out, size=args.size, emotion=args.emotion, say=say)
+    except LiveCliError as exc:
+        raise CliError(str(exc)) from exc
+    out(args.out)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,3 +181,42 @@ def test_a_key_is_needed_and_a_bad_portrait_is_refused(site, portrait):
     assert asyncio.run(run(None, portrait)).status == 401
     refused = asyncio.run(run(KEY, b"not a picture"))
     assert refused.status == 400 and refused.body["error"]["code"] == "bad_image"
+
+
+def test_the_cli_plays_a_wav_into_a_session_and_saves_the_face(site, lips_together_portrait, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import wave
+
+    import av
+
+    from services.stack import ROOT
+
+    url, _ = site
+    wav = tmp_path / "hello.wav"
+    speech = _speech("Hello from the command line.")
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(speech.tobytes())
+    out = tmp_path / "live.mp4"
+
+    def talkserve(*args):
+        return subprocess.run([sys.executable, "-m", "services.cli", "live", "--url", url, *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TALKSERVE_API_KEY": KEY})
+
+    done = talkserve("--image", lips_together_portrait, "--audio", str(wav), "--size", "256", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out)
+    assert "talkface-1" in done.stderr and "received" in done.stderr
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        assert (stream.width, stream.height) == (SIZE, SIZE)
+    assert frames >= 0.8 * 25 * speech.size / 16000  # the speech's length and the second after it, at ~25 fps
+
+    refused = talkserve("--image", str(wav), "--audio", str(wav), "-o", str(tmp_path / "no.mp4"))
+    assert refused.returncode == 1 and "HTTP 400" in refused.stderr and "portrait" in refused.stderr
