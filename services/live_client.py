@@ -81,9 +81,10 @@ class LiveClient:
         self.channel: Any = None
         self._tasks: list = []
 
-    async def open(self, image: bytes, audio: Optional[np.ndarray] = None, rate: int = 16000,
+    async def open(self, image: Optional[bytes], audio: Optional[np.ndarray] = None, rate: int = 16000,
                    **settings: Any) -> dict:
-        """Connect, sending `audio` (int16 mono at `rate`; None: silence) in real time."""
+        """Connect, sending `audio` (int16 mono at `rate`; None: silence) in real time. `image` is the
+        portrait (None with the setting `person_model` instead)."""
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         self.pc = pc = RTCPeerConnection()
@@ -102,7 +103,8 @@ class LiveClient:
             resp = await http.post(f"{self.base_url}/v1/live", headers=self.headers,
                                    data={"sdp": pc.localDescription.sdp, "type": "offer",
                                          **{k: str(v) for k, v in settings.items()}},
-                                   files={"image": ("portrait.png", image, "image/png")})
+                                   files={"image": ("portrait.png", image, "image/png")} if image else
+                                   {"none": ("", b"", "application/octet-stream")})
         if resp.status_code != 200:
             await pc.close()
             raise LiveError(resp.status_code, resp.json())

@@ -1,7 +1,7 @@
 """The Live RPC of a model-service replica: one live session per call, on a live slot.
 
-The servicer only translates: the first request opens a session (the portrait is fetched
-from the store, the engine's `open_live` prepares it), later requests carry PCM16 audio, and
+The servicer only translates: the first request opens a session (the portrait, or the first
+frame of a person model's video, is fetched from the store; the engine's `open_live` prepares it), later requests carry PCM16 audio, and
 the session's frames go out as they are rendered. A reader thread moves the client's
 messages into a queue, so the RPC's thread renders while waiting for audio with a timeout:
 when the client pauses (no audio for PAUSE_S) the audio clock goes on with silence, so the
@@ -14,11 +14,13 @@ slot is freed when the call ends, however it ends.
 from __future__ import annotations
 
 import logging
+import pathlib
 import queue
 import threading
 import time
 from typing import Any, Callable, Iterator
 
+import cv2
 import grpc
 from prometheus_client import Counter, Gauge
 
@@ -26,6 +28,7 @@ from libs.grpcutil.errors import InvalidRequest, NoFreeSlot
 from libs.grpcutil.jobs import SlotPool
 from libs.talkface.live import FRAME_I420, FRAME_JPEG, LiveSession, LiveSettings
 from libs.talkface.live_audio import pcm16_to_float
+from talkserve.common.v1 import common_pb2
 from talkserve.live.v1 import live_pb2, live_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,10 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
         try:
             settings = live_settings(opening)
             with self._staging.job_dir(opening.session_id or "live") as tmp:
-                portrait = self._staging.fetch(opening.portrait, tmp / "portrait")
+                if opening.WhichOneof("face") == "person_model":
+                    portrait = _person_portrait(self._staging, opening.person_model, tmp)
+                else:
+                    portrait = self._staging.fetch(opening.portrait, tmp / "portrait")
                 session = self._open_live(str(portrait), settings)
             log.info("live session %s opened on %s (%dx%d, %d fps)", opening.session_id, self._replica_id,
                      session.width, session.height, settings.fps)
@@ -82,6 +88,23 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
         finally:
             LIVE_SESSIONS.dec()
             self._slots.release()
+
+
+def _person_portrait(staging, prefix: str, tmp: pathlib.Path) -> pathlib.Path:
+    """A person model's face as a portrait: the first frame of its base video with a face."""
+    from libs.talkface.analysis import decode_video
+    from libs.talkface.person import BASE_VIDEO_FILE
+
+    key = prefix.rstrip("/") + "/" + BASE_VIDEO_FILE
+    if not staging.store.exists(key):
+        raise InvalidRequest(f"no person model at {prefix}")
+    video = staging.fetch(common_pb2.ObjectRef(key=key), tmp / BASE_VIDEO_FILE)
+    _, frames = decode_video(video)
+    for rgb in frames:
+        path = tmp / "portrait.png"
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        return path
+    raise InvalidRequest(f"the person model at {prefix} has no video frames")
 
 
 def _read(requests: Iterator[Any], inbox: queue.Queue) -> None:

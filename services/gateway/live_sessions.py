@@ -76,7 +76,7 @@ class Session:
     id: str
     key_id: str | None
     params: LiveParams
-    portrait_key: str
+    portrait_key: str  # the portrait's object key, or "" for a person model's session
     clock: AudioClock
     face: FaceTrack
     voice: VoiceTrack
@@ -91,6 +91,7 @@ class Session:
     pc: Any = None
     tasks: list = field(default_factory=list)
     said: int = 0
+    person_model: str = ""  # the key prefix of a person model's files, for a person model's session
     registry: Any = None  # the Sessions it is listed in
     store: Any = None  # where its portrait and spoken text are kept while it runs
 
@@ -117,7 +118,7 @@ def _open(session: Session, replica: Replica, resume_at_s: float) -> None:
     """Open the session's Live RPC on `replica` and wait for its first answer (raises RpcError)."""
     p = session.params
     call = LiveCall(replica.channel, open_request(
-        session.portrait_key, session_id=session.id, width=p.width, height=p.height, fps=p.fps, emotion=p.emotion,
+        session.portrait_key, person_model=session.person_model, session_id=session.id, width=p.width, height=p.height, fps=p.fps, emotion=p.emotion,
         emo_scale=p.emo_scale, seed=p.seed, resume_at_s=resume_at_s), timeout=None)
     session.call, session.replica = call, replica
     replies = iter(call)
@@ -162,7 +163,7 @@ def _switch(session: Session, start: int) -> None:
     session.switch = None
     p = session.params
     session.call = LiveCall(replica.channel, open_request(
-        session.portrait_key, session_id=session.id, width=p.width, height=p.height, fps=p.fps, emotion=p.emotion,
+        session.portrait_key, person_model=session.person_model, session_id=session.id, width=p.width, height=p.height, fps=p.fps, emotion=p.emotion,
         emo_scale=p.emo_scale, seed=p.seed, resume_at_s=start / RATE))
     session.replica = replica
     done.set()

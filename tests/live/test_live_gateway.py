@@ -42,7 +42,7 @@ def site(seaweed):
             "voice": [f"127.0.0.1:{voice.port}"]}, [*replicas, voice])
         try:
             with servers.gateway(back, api_keys=[KEY], require_api_keys=True) as url:
-                yield url, replicas
+                yield url, replicas, store
         finally:
             for r in (*replicas, voice):
                 r.server.stop(0)
@@ -93,7 +93,7 @@ def _follows(client: LiveClient, audio: np.ndarray, face: FaceAnalyzer) -> tuple
 
 
 def test_the_face_follows_the_speech_sent_from_the_microphone(site, portrait):
-    url, _ = site
+    url, *_ = site
     silence = np.zeros(16000, np.int16)
     audio = np.concatenate([silence, _speech("We made a map of the bay, and the moon rose over the water."),
                             silence])
@@ -123,7 +123,7 @@ def test_the_face_follows_the_speech_sent_from_the_microphone(site, portrait):
 
 
 def test_text_sent_into_a_session_is_spoken_and_moves_the_mouth(site, portrait):
-    url, _ = site
+    url, *_ = site
 
     async def run():
         client = LiveClient(url, KEY)
@@ -143,7 +143,7 @@ def test_text_sent_into_a_session_is_spoken_and_moves_the_mouth(site, portrait):
 
 
 def test_a_session_survives_its_replica_dying(site, portrait):
-    url, replicas = site
+    url, replicas, _ = site
     audio = np.concatenate([_speech("One, two, three, four, five, six, seven, eight, nine, ten.")] * 2)
 
     async def run():
@@ -170,7 +170,7 @@ def test_a_session_survives_its_replica_dying(site, portrait):
 
 
 def test_a_key_is_needed_and_a_bad_portrait_is_refused(site, portrait):
-    url, _ = site
+    url, *_ = site
 
     async def run(key, image):
         client = LiveClient(url, key)
@@ -193,7 +193,7 @@ def test_the_cli_plays_a_wav_into_a_session_and_saves_the_face(site, lips_togeth
 
     from services.stack import ROOT
 
-    url, _ = site
+    url, *_ = site
     wav = tmp_path / "hello.wav"
     speech = _speech("Hello from the command line.")
     with wave.open(str(wav), "wb") as w:
@@ -220,3 +220,39 @@ def test_the_cli_plays_a_wav_into_a_session_and_saves_the_face(site, lips_togeth
 
     refused = talkserve("--image", str(wav), "--audio", str(wav), "-o", str(tmp_path / "no.mp4"))
     assert refused.returncode == 1 and "HTTP 400" in refused.stderr and "portrait" in refused.stderr
+
+
+def test_a_person_model_of_the_callers_own_speaks(site, lips_together_portrait, tmp_path):
+    import cv2
+
+    from libs.talkface.encode import VideoWriter
+    from services.gateway.auth import key_id
+    from services.gateway.echofu_store import Space
+
+    url, _, store = site
+    rgb = cv2.cvtColor(cv2.imread(lips_together_portrait), cv2.COLOR_BGR2RGB)
+    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
+    writer = VideoWriter(str(tmp_path / "base.mp4"), w, h, 25)
+    for _ in range(5):
+        writer.write(np.ascontiguousarray(rgb[:h, :w]))
+    writer.close()
+    prefix = Space.of(key_id(KEY)).model_prefix("person", "p1")
+    store.put_file(prefix + "base.mp4", str(tmp_path / "base.mp4"))
+    store.put_bytes(prefix + "model.json", b"{}")
+
+    async def run(model):
+        client = LiveClient(url, KEY)
+        try:
+            session = await client.open(None, _speech("Hello there."), width=SIZE, height=SIZE, person_model=model)
+        except LiveError as exc:
+            return exc
+        await asyncio.sleep(1.5)
+        await client.close()
+        return client, session
+
+    client, session = asyncio.run(run("models/person/p1"))
+    assert session["engine"] == "talkface-1" and len(client.received.frames) > 10
+    missing = asyncio.run(run("models/person/nobody"))
+    assert missing.status == 404 and missing.body["error"]["code"] == "not_found"
+    bad = asyncio.run(run("../etc/passwd"))
+    assert bad.status == 422

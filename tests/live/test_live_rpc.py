@@ -174,3 +174,29 @@ def test_odd_sized_audio_is_refused(channel):
         list(call)
     assert error_code_of(err.value) == "bad_audio"
     _wait_free(channel, 1)
+
+
+def test_a_person_models_video_gives_the_face(channel, store, lips_together_portrait, tmp_path, speech):
+    from libs.talkface.encode import VideoWriter
+
+    rgb = cv2.cvtColor(cv2.imread(lips_together_portrait), cv2.COLOR_BGR2RGB)
+    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
+    writer = VideoWriter(str(tmp_path / "base.mp4"), w, h, 25)
+    for _ in range(5):
+        writer.write(np.ascontiguousarray(rgb[:h, :w]))
+    writer.close()
+    store.put_file("people/p1/base.mp4", str(tmp_path / "base.mp4"))
+
+    call = LiveCall(channel, open_request(person_model="people/p1", width=SIZE, height=SIZE), timeout=60)
+    call.send(pcm16(speech[:8000]))
+    call.close()
+    replies = list(call)
+    assert replies[0].started.width == SIZE and len(replies) > 10
+    FaceAnalyzer().landmarks(i420_to_rgb(replies[-1].frame.data, SIZE, SIZE))  # the person's face is there
+
+    missing = LiveCall(channel, open_request(person_model="people/nobody"), timeout=60)
+    missing.close()
+    with pytest.raises(grpc.RpcError) as err:
+        list(missing)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no person model" in err.value.details()
+    _wait_free(channel, 1)

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from libs.grpcutil.errors import error_code_of
 from services.gateway import auth
 from services.gateway.context import GatewayDep
+from services.gateway.echofu_store import Space, valid_id
 from services.gateway.errors import ApiError
 from services.gateway.limits import streams_uploads
 from services.gateway.live_media import AudioClock, FaceTrack, VoiceTrack
@@ -104,17 +105,19 @@ async def ice(gw: GatewayDep) -> dict:
     return {"ice_servers": ice_servers(gw)}
 
 
-_FORM_SCHEMA = {"type": "object", "required": ["sdp", "image"], "properties": {
+_FORM_SCHEMA = {"type": "object", "required": ["sdp"], "properties": {
     "sdp": {"type": "string", "description": "the browser's SDP offer (an audio track to send, video to receive, "
                                               "and a data channel for text)"},
     "type": {"type": "string", "enum": ["offer"]},
     "image": {"type": "string", "format": "binary", "description": "the portrait (JPEG, PNG, WEBP, BMP)"},
+    "person_model": {"type": "string", "description": "or an EchOfU person model's path, models/<type>/<id>: "
+                                                      "the face is a frame of the person's own video"},
     **{name: {k: v for k, v in field.items() if k != "title"}
        for name, field in LiveForm.model_json_schema()["properties"].items()},
 }}
 
 
-@router.post("", response_model=LiveAnswer, responses=statuses(400, 413, 503), summary="Open a live session",
+@router.post("", response_model=LiveAnswer, responses=statuses(400, 404, 413, 503), summary="Open a live session",
              openapi_extra={"requestBody": {"required": True,
                                             "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}})
 @streams_uploads
@@ -133,38 +136,36 @@ async def open_live(request: Request, gw: GatewayDep) -> LiveAnswer:
                                    gw.settings.image_max_bytes)
         except UploadError as exc:
             raise _error(exc.status, "bad_request", str(exc)) from exc
-        offer, kind, image = form.value("sdp"), form.value("type") or "offer", form.file("image")
+        offer, kind = form.value("sdp"), form.value("type") or "offer"
         if not offer or kind != "offer":
             raise _error(422, "invalid_request", "send the browser's SDP offer as the form field 'sdp' (type offer)")
-        if image is None:
-            raise _error(422, "invalid_request", "send the portrait as the file field 'image'")
         try:
             params = LiveForm.model_validate({k: v[-1] for k, v in form.fields.items() if k in LiveForm.model_fields})
         except ValidationError as exc:
             raise _error(422, "invalid_request", "invalid session settings", detail=
                          [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]) from exc
-        data = image.path.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise _error(400, "bad_image", "the portrait is not an image that can be read") from exc
+        image = form.file("image")
+        data = image.path.read_bytes() if image is not None else None
+    person = await _person_model(gw, form.value("person_model")) if data is None else ""
+    if data is not None:
+        _check_image(data)
     loop = asyncio.get_running_loop()
     sid = sessions.new_id()
     face = FaceTrack(params.fps)
     session = Session(id=sid, key_id=auth.current_key_id(), params=LiveParams(**params.model_dump()),
-                      portrait_key=f"live/{sid}/portrait", clock=AudioClock(), face=face, voice=VoiceTrack(face),
-                      loop=loop)
-    await run_in_threadpool(gw.store.put_bytes, session.portrait_key, data)
+                      portrait_key=f"live/{sid}/portrait" if data is not None else "", person_model=person,
+                      clock=AudioClock(), face=face, voice=VoiceTrack(face), loop=loop)
+    if data is not None:
+        await run_in_threadpool(gw.store.put_bytes, session.portrait_key, data)
     try:
         await run_in_threadpool(start_call, gw, session)
-    except NoLiveSlot as exc:
-        raise _error(503, "no_free_slot", str(exc), {"Retry-After": "5"}) from exc
-    except grpc.RpcError as err:
+    except (NoLiveSlot, grpc.RpcError) as exc:
         await run_in_threadpool(gw.store.delete_prefix, f"live/{sid}/")
-        code = error_code_of(err)
-        status = 400 if err.code() == grpc.StatusCode.INVALID_ARGUMENT else 503
-        raise _error(status, code, err.details() or code) from err
+        if isinstance(exc, NoLiveSlot):
+            raise _error(503, "no_free_slot", str(exc), {"Retry-After": "5"}) from exc
+        code = error_code_of(exc)
+        status = 400 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 503
+        raise _error(status, code, exc.details() or code) from exc
     config = RTCConfiguration(iceServers=[RTCIceServer(**s) for s in ice_servers(gw)])
     pc = RTCPeerConnection(configuration=config)
     session.pc = pc
@@ -201,6 +202,28 @@ async def open_live(request: Request, gw: GatewayDep) -> LiveAnswer:
     started = session.started
     return LiveAnswer(session_id=sid, sdp=pc.localDescription.sdp, width=started.width, height=started.height,
                       fps=started.fps, engine=started.engine, replica=started.replica_id)
+
+
+def _check_image(data: bytes) -> None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise _error(400, "bad_image", "the portrait is not an image that can be read") from exc
+
+
+async def _person_model(gw, path: str | None) -> str:
+    """The key prefix of the caller's person model at the documented path `models/<type>/<id>`."""
+    if not path:
+        raise _error(422, "invalid_request", "send the portrait as the file field 'image', or a person model's "
+                                             "path (models/<type>/<id>) as 'person_model'")
+    parts = path.strip("/").split("/")
+    if len(parts) != 3 or parts[0] != "models" or not all(valid_id(p) for p in parts[1:]):
+        raise _error(422, "invalid_request", "person_model must be a person model's path, models/<type>/<id>")
+    prefix = Space.of(auth.current_key_id()).model_prefix(parts[1], parts[2])
+    if not await run_in_threadpool(gw.store.exists, prefix + "model.json"):  # written last: the model is whole
+        raise _error(404, "not_found", f"no finished person model at {path}")
+    return prefix
 
 
 async def _max_duration(session: Session, sessions: Sessions, seconds: float) -> None:
