@@ -84,7 +84,7 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
                 lookahead_seconds=settings.lookahead_s, engine=session.engine, replica_id=self._replica_id))
             idle = float(opening.idle_timeout_seconds or self._idle_timeout_s)
             first_frame = int(round(opening.resume_at_seconds * settings.fps))
-            yield from _run(session, request_iterator, context, idle, first_frame)
+            yield from _run(session, request_iterator, context, idle, first_frame, not opening.client_clock)
         finally:
             LIVE_SESSIONS.dec()
             self._slots.release()
@@ -118,7 +118,7 @@ def _read(requests: Iterator[Any], inbox: queue.Queue) -> None:
 
 
 def _run(session: LiveSession, requests: Iterator[Any], context: grpc.ServicerContext, idle_s: float,
-         first_frame: int) -> Iterator[live_pb2.LiveResponse]:
+         first_frame: int, fill_pauses: bool) -> Iterator[live_pb2.LiveResponse]:
     stop = threading.Event()
     context.add_callback(stop.set)
     inbox: queue.Queue = queue.Queue()
@@ -149,7 +149,7 @@ def _run(session: LiveSession, requests: Iterator[Any], context: grpc.ServicerCo
         elif now - last_message >= idle_s:
             log.info("live session idle for %.0f s: closed", idle_s)
             return
-        if now - last_audio > PAUSE_S:
+        if fill_pauses and now - last_audio > PAUSE_S:
             # a pause: silence as long as the pause, so frames (blinks, breathing) keep coming
             session.pad_to(audio_at_last + (now - last_audio) - PAUSE_S + session.settings.lookahead_s)
         yield from _frames(session, first_frame, fps)

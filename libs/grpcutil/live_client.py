@@ -22,7 +22,8 @@ _CLOSE = object()
 
 def open_request(portrait_key: str = "", *, person_model: str = "", session_id: str = "", width: int = 0,
                  height: int = 0, fps: int = 0, emotion: str = "", emo_scale: float = 0.0, jpeg: bool = False,
-                 seed: int = 0, idle_timeout_s: int = 0, resume_at_s: float = 0.0) -> live_pb2.LiveRequest:
+                 seed: int = 0, idle_timeout_s: int = 0, resume_at_s: float = 0.0,
+                 client_clock: bool = False) -> live_pb2.LiveRequest:
     """The message that opens a session on the portrait stored at `portrait_key`, or on the person
     model whose files are under the prefix `person_model`."""
     face: dict = {"person_model": person_model} if person_model else \
@@ -31,7 +32,7 @@ def open_request(portrait_key: str = "", *, person_model: str = "", session_id: 
         session_id=session_id, **face, width=width, height=height,
         fps=fps, emotion=emotion, emo_scale=emo_scale, seed=seed, idle_timeout_seconds=idle_timeout_s,
         frame_format=live_pb2.FRAME_FORMAT_JPEG if jpeg else live_pb2.FRAME_FORMAT_I420,
-        resume_at_seconds=resume_at_s))
+        resume_at_seconds=resume_at_s, client_clock=client_clock))
 
 
 def pcm16(samples: np.ndarray) -> bytes:

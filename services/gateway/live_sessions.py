@@ -119,7 +119,7 @@ def _open(session: Session, replica: Replica, resume_at_s: float) -> None:
     p = session.params
     call = LiveCall(replica.channel, open_request(
         session.portrait_key, person_model=session.person_model, session_id=session.id, width=p.width, height=p.height, fps=p.fps, emotion=p.emotion,
-        emo_scale=p.emo_scale, seed=p.seed, resume_at_s=resume_at_s), timeout=None)
+        emo_scale=p.emo_scale, seed=p.seed, resume_at_s=resume_at_s, client_clock=True), timeout=None)
     session.call, session.replica = call, replica
     replies = iter(call)
     first = next(replies)
@@ -164,7 +164,7 @@ def _switch(session: Session, start: int) -> None:
     p = session.params
     session.call = LiveCall(replica.channel, open_request(
         session.portrait_key, person_model=session.person_model, session_id=session.id, width=p.width, height=p.height, fps=p.fps, emotion=p.emotion,
-        emo_scale=p.emo_scale, seed=p.seed, resume_at_s=start / RATE))
+        emo_scale=p.emo_scale, seed=p.seed, resume_at_s=start / RATE, client_clock=True))
     session.replica = replica
     done.set()
 

@@ -200,3 +200,16 @@ def test_a_person_models_video_gives_the_face(channel, store, lips_together_port
         list(missing)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no person model" in err.value.details()
     _wait_free(channel, 1)
+
+
+def test_a_client_that_keeps_the_clock_gets_no_silence_of_the_replicas(channel, speech):
+    call = LiveCall(channel, open_request("inputs/face.png", width=SIZE, height=SIZE, fps=FPS, client_clock=True),
+                    timeout=60)
+    replies = iter(call)
+    next(replies)
+    time.sleep(1.0)  # a stall of the client's: the replica fills nothing in
+    call.send(pcm16(speech[:16000]))
+    call.close()
+    frames = [r.frame for r in replies]
+    # only the second of audio sent (and its look-ahead filled at the end) became frames
+    assert abs(len(frames) - FPS) <= 3 and frames[0].index == 0
