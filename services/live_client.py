@@ -127,6 +127,26 @@ class LiveClient:
         """Speak `text` into the session (the voice service makes the speech)."""
         self.channel.send(json.dumps({"say": text}))
 
+    async def send(self, body: dict, wait_s: float = 10.0) -> None:
+        """A data-channel message ({"say"}, {"ask"}, {"listen"}), once the channel is open."""
+        deadline = time.perf_counter() + wait_s
+        while self.channel.readyState != "open":
+            if time.perf_counter() > deadline:
+                raise LiveError(0, "the data channel did not open")
+            await asyncio.sleep(0.02)
+        self.channel.send(json.dumps(body))
+
+    async def reply(self, event: str, wait_s: float = 60.0) -> dict:
+        """The next message on the data channel whose event is `event` (or an error)."""
+        deadline = time.perf_counter() + wait_s
+        while time.perf_counter() < deadline:
+            for msg in self.received.messages:
+                if msg.get("event") in (event, "error"):
+                    self.received.messages.remove(msg)
+                    return msg
+            await asyncio.sleep(0.05)
+        raise LiveError(0, f"no {event} message within {wait_s} s")
+
     async def state(self) -> dict:
         async with httpx.AsyncClient(timeout=10) as http:
             resp = await http.get(f"{self.base_url}/v1/live/{self.session['session_id']}", headers=self.headers)

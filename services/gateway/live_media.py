@@ -25,6 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 RATE = 16000
 TICK = 320  # 20 ms at 16 kHz
 MAX_MIC_BACKLOG = 2 * RATE  # memory bound only: everything the microphone delivered is sent as it comes
+MAX_QUESTION_S = 30  # a spoken question is cut after this long
 MIC_GAP_S = 0.15  # a microphone silent this long has stopped: the clock goes on with silence
 VIDEO_CLOCK = 90000  # RTP's video clock rate
 MAX_FRAME_BACKLOG = 2  # frames waiting for the encoder beyond these are skipped
@@ -59,6 +60,7 @@ class AudioClock:
         self._speech = np.zeros(0, np.float32)
         self.samples = 0  # sent so far: the audio clock
         self._anchor: tuple[float, int] | None = None  # (time, samples) the silent clock runs from
+        self._recording: list[np.ndarray] | None = None  # the microphone kept for a question, while asked
 
     @property
     def seconds(self) -> float:
@@ -72,6 +74,19 @@ class AudioClock:
             self._heard_at = now
             while self._mic_samples > MAX_MIC_BACKLOG and len(self._mic) > 1:
                 self._mic_samples -= self._mic.popleft().size
+            if self._recording is not None and sum(map(len, self._recording)) < MAX_QUESTION_S * RATE:
+                self._recording.append(samples)
+
+    def record(self) -> None:
+        """Keep the microphone's audio from now on (a spoken question), until `recorded`."""
+        with self._lock:
+            self._recording = []
+
+    def recorded(self) -> np.ndarray:
+        """What the microphone said since `record` (at most MAX_QUESTION_S); stops keeping it."""
+        with self._lock:
+            parts, self._recording = self._recording or [], None
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def say(self, samples: np.ndarray) -> None:
         """Speech made from text, played after what is still queued."""

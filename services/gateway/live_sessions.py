@@ -14,14 +14,12 @@ then is the browser's SDP offer answered. From there three things run:
   audio clock, at a frame boundary, within `live_failover_seconds`. The browser sees the face
   freeze for that time, never an error;
 - the peer connection: the browser's audio track into the AudioClock, data-channel messages
-  as text to speak (the voice service, espeak-ng with the session's voice), its close ends
-  the session.
+  to live_chat.py (text to speak, questions for the chat model), its close ends the session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -30,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import numpy as np
 from prometheus_client import Counter, Gauge
 
 from libs.grpcutil.errors import error_code_of
@@ -234,45 +231,6 @@ async def listen(session: Session, track) -> None:
         except Exception:  # noqa: BLE001 - the track ended (MediaStreamError) or the connection went
             return
         session.clock.hear(to_pcm16k(frame, resampler), time.monotonic())
-
-
-def speak(gw, session: Session, text: str) -> dict:
-    """Text to speech with the voice service, queued into the session's audio (blocking)."""
-    from libs.talkface.audio import load_audio
-    from services.gateway import voice
-    from services.gateway.rpc import VoiceClient
-    from talkserve.common.v1 import common_pb2
-    from talkserve.voice.v1 import voice_pb2
-
-    session.said += 1
-    key = f"live/{session.id}/said-{session.said}.wav"
-    language = voice_pb2.LANGUAGE_MANDARIN if session.params.voice == "zh" else voice_pb2.LANGUAGE_ENGLISH
-    reply = voice.call(gw, VoiceClient.synthesize, voice_pb2.SynthesizeRequest(
-        text=text, language=language, output=common_pb2.ObjectRef(key=key)), timeout=30.0)
-    import tempfile
-
-    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        gw.store.get_file(key, tmp.name)
-        samples = load_audio(tmp.name)
-    gw.store.delete(key)
-    session.clock.say(np.asarray(samples, np.float32))
-    return {"event": "speaking", "seconds": round(float(reply.duration_seconds), 3), "engine": reply.engine}
-
-
-async def on_message(gw, session: Session, channel, message: Any) -> None:
-    """A data-channel message: {"say": "text"} (or plain text) is spoken into the session."""
-    from starlette.concurrency import run_in_threadpool
-
-    try:
-        body = json.loads(message) if isinstance(message, str) and message.startswith("{") else {"say": message}
-        text = str(body.get("say", "")).strip()
-        if not text or len(text) > 2000:
-            raise ValueError("send {\"say\": \"text\"} with 1 to 2000 characters")
-        answer = await run_in_threadpool(speak, gw, session, text)
-    except Exception as exc:  # noqa: BLE001 - told to the client on its channel, the session goes on
-        answer = {"event": "error", "message": getattr(exc, "detail", None) or str(exc)}
-    if channel.readyState == "open":
-        channel.send(json.dumps(answer, ensure_ascii=False, default=str))
 
 
 class Sessions:

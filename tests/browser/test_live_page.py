@@ -160,4 +160,10 @@ def test_typed_text_is_spoken_by_the_face(page, site, lips_together_portrait):
     page.press("#live-text", "Enter")
     page.wait_for_function("() => document.getElementById('live-status').textContent.startsWith('Speaking (')",
                            timeout=30_000)
+    assert page.is_disabled("#live-listen"), "no microphone: nothing to ask aloud"
+    page.fill("#live-text", "What is on today?")
+    page.click("#live-ask")
+    # no chat model on this server: the page says so, and the session goes on
+    page.wait_for_function("() => document.getElementById('live-status').textContent.includes('no chat model')",
+                           timeout=30_000)
     page.click("#live-stop")

@@ -23,6 +23,7 @@ from services.echomimic.server import EchoMimicSettings, create_echomimic_server
 from services.live_client import LiveClient, LiveError
 from services.voice.server import VoiceSettings, create_voice_server
 from tests import servers
+from tests.echofu.conftest import ChatServer
 
 KEY = "live-test-key"
 SIZE = 256
@@ -40,10 +41,13 @@ def site(seaweed):
         back = servers.Backend(bucket, "127.0.0.1:1", {
             "echomimic": [f"127.0.0.1:{r.port}" for r in replicas], "dicetalk": [], "latentsync": [],
             "voice": [f"127.0.0.1:{voice.port}"]}, [*replicas, voice])
+        chat = ChatServer()
         try:
-            with servers.gateway(back, api_keys=[KEY], require_api_keys=True) as url:
+            with servers.gateway(back, api_keys=[KEY], require_api_keys=True, llm_base_url=chat.url,
+                                 llm_model="test-model") as url:
                 yield url, replicas, store
         finally:
+            chat.close()
             for r in (*replicas, voice):
                 r.server.stop(0)
 
@@ -256,3 +260,35 @@ def test_a_person_model_of_the_callers_own_speaks(site, lips_together_portrait, 
     assert missing.status == 404 and missing.body["error"]["code"] == "not_found"
     bad = asyncio.run(run("../etc/passwd"))
     assert bad.status == 422
+
+
+def test_the_chat_answers_a_typed_and_a_spoken_question_with_the_face(site, portrait):
+    url, *_ = site
+    silence = np.zeros(16000, np.int16)
+    question = _speech("Where is the train station?")
+    audio = np.concatenate([silence, question, silence])
+
+    async def run():
+        client = LiveClient(url, KEY)
+        await client.open(portrait, audio, width=SIZE, height=SIZE)
+        await client.send({"listen": "start"})
+        listening = await client.reply("listening")
+        await asyncio.sleep(max(0.0, client.received.audio_started_at + audio.size / 16000 + 0.3
+                                - time.perf_counter()))
+        await client.send({"listen": "stop"})
+        spoken = await client.reply("answer")
+        await client.send({"ask": "What time is it?"})
+        typed = await client.reply("answer")
+        quiet = len(client.received.frames)
+        await asyncio.sleep(2.5)
+        await client.close()
+        return client, listening, spoken, typed, quiet
+
+    client, listening, spoken, typed, quiet = asyncio.run(run())
+    assert listening["event"] == "listening"
+    assert spoken["event"] == "answer", spoken
+    assert "station" in spoken["question"].lower(), spoken
+    assert spoken["answer"].startswith("You asked about") and spoken["seconds"] > 1
+    assert typed["event"] == "answer" and typed["answer"] == "You asked about What time is it?. Walk two blocks north."
+    opening = _openings(client.received.frames[quiet:], FaceAnalyzer())
+    assert np.nanmax(opening) - np.nanmin(opening) > 0.05, "the face did not speak the answer"

@@ -29,6 +29,7 @@ from services.gateway.context import GatewayDep
 from services.gateway.echofu_store import Space, valid_id
 from services.gateway.errors import ApiError
 from services.gateway.limits import streams_uploads
+from services.gateway.live_chat import on_message
 from services.gateway.live_media import AudioClock, FaceTrack, VoiceTrack
 from services.gateway.live_sessions import (
     LiveParams,
@@ -37,7 +38,6 @@ from services.gateway.live_sessions import (
     Sessions,
     close,
     listen,
-    on_message,
     pump,
     start_call,
     tick,

@@ -1,5 +1,6 @@
 // The page's Live section: a WebRTC session with POST /v1/live. The microphone (or nothing) goes
-// out, the face and its sound come back; typed text goes on a data channel and is spoken.
+// out, the face and its sound come back; typed text goes on a data channel and is spoken, or asked
+// of the chat model, as is a question spoken while "Hold to ask aloud" is held.
 "use strict";
 
 (() => {
@@ -43,6 +44,8 @@
     $("live-stop").disabled = !on;
     $("live-text").disabled = !on;
     $("live-say").disabled = !on;
+    $("live-ask").disabled = !on;
+    $("live-listen").disabled = !on || !live.stream;
   }
 
   async function start(useMic) {
@@ -69,7 +72,10 @@
     live.channel = pc.createDataChannel("text");
     live.channel.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
-      status(msg.event === "error" ? msg.message : `Speaking (${msg.seconds} s)…`);
+      if (msg.event === "error") status(msg.message);
+      else if (msg.event === "listening") status("Listening… release the button when you are done.");
+      else if (msg.event === "answer") status(`You: ${msg.question} — Answer: ${msg.answer}`);
+      else status(`Speaking (${msg.seconds} s)…`);
     };
     const remote = new MediaStream();
     pc.ontrack = (ev) => {
@@ -112,15 +118,21 @@
     live.session = body;
     window.__liveSession = body;
     await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
+    connected(true);  // now that it is known whether the microphone is on
     status(`Live: ${live.stream ? "speak, or " : ""}type a sentence. Made by ${body.engine}.`);
   }
 
-  function say() {
+  function send(body) {
+    if (!live.channel || live.channel.readyState !== "open") return false;
+    live.channel.send(JSON.stringify(body));
+    return true;
+  }
+
+  function say(what) {
     const text = $("live-text").value.trim();
-    if (!text || !live.channel || live.channel.readyState !== "open") return;
-    live.channel.send(JSON.stringify({ say: text }));
+    if (!text || !send({ [what]: text })) return;
     $("live-text").value = "";
-    status("Speaking…");
+    status(what === "ask" ? "Asking the chat…" : "Speaking…");
   }
 
   async function stop() {
@@ -138,7 +150,12 @@
   $("live-mic").addEventListener("click", () => start(true));
   $("live-start").addEventListener("click", () => start(false));
   $("live-stop").addEventListener("click", stop);
-  $("live-say").addEventListener("click", say);
-  $("live-text").addEventListener("keydown", (ev) => { if (ev.key === "Enter") say(); });
+  $("live-say").addEventListener("click", () => say("say"));
+  $("live-ask").addEventListener("click", () => say("ask"));
+  $("live-text").addEventListener("keydown", (ev) => { if (ev.key === "Enter") say("say"); });
+  $("live-listen").addEventListener("pointerdown", () => send({ listen: "start" }));
+  $("live-listen").addEventListener("pointerup", () => {
+    if (send({ listen: "stop" })) status("Recognising your question…");
+  });
   window.addEventListener("beforeunload", stop);
 })();
