@@ -1,6 +1,8 @@
 """The web page's Live section in a real browser: Chromium's fake microphone plays a speech WAV into
 a live session, and the face that comes back over WebRTC is measured on the frames the page
 received (drawn to a canvas in the page, FaceMesh on them here): its mouth follows the speech.
+The stack is the browser tests' own (conftest.py): its echomimic and dicetalk replicas hold live
+sessions by default.
 """
 
 from __future__ import annotations
@@ -13,13 +15,10 @@ import numpy as np
 import pytest
 
 from libs.speech.espeak import synthesize
-from libs.store.client import ObjectStore
 from libs.talkface import analysis
 from libs.talkface.face import FaceAnalyzer
-from services.echomimic.server import EchoMimicSettings, create_echomimic_server
-from services.voice.server import VoiceSettings, create_voice_server
-from tests import servers
-from tests.browser.test_web_page import ARTIFACTS, CHROMIUM_ARGS, chromium  # noqa: F401 - the fixture
+from tests.browser.conftest import CHROMIUM_ARGS
+from tests.browser.test_web_page import ARTIFACTS
 
 RATE = 48000
 # Every frame the page's video element shows, drawn to a canvas and kept as a JPEG with its media time.
@@ -44,25 +43,6 @@ window.__capture = () => {
 
 
 @pytest.fixture(scope="module")
-def site(seaweed):
-    with servers.fresh_bucket(seaweed.settings) as bucket:
-        store = ObjectStore(bucket)
-        replica = create_echomimic_server(EchoMimicSettings(port=0, replica_id="echomimic-0", live_slots=1), store)
-        voice = create_voice_server(VoiceSettings(port=0, replica_id="voice-0"), store)
-        for r in (replica, voice):
-            assert r.ready.wait(120)
-        back = servers.Backend(bucket, "127.0.0.1:1", {
-            "echomimic": [f"127.0.0.1:{replica.port}"], "dicetalk": [], "latentsync": [],
-            "voice": [f"127.0.0.1:{voice.port}"]}, [replica, voice])
-        try:
-            with servers.gateway(back) as url:
-                yield url
-        finally:
-            for r in (replica, voice):
-                r.server.stop(0)
-
-
-@pytest.fixture(scope="module")
 def microphone(tmp_path_factory) -> tuple[str, np.ndarray]:
     """The fake microphone's WAV (Chromium loops it): a second of silence, speech, a second of silence."""
     s = synthesize("We made a map of the bay, and the moon rose over the water.", voice="en")
@@ -79,7 +59,7 @@ def microphone(tmp_path_factory) -> tuple[str, np.ndarray]:
 
 
 @pytest.fixture
-def page(chromium, tmp_path, microphone):  # noqa: F811 - the imported fixture
+def page(chromium, tmp_path, microphone):
     from playwright.sync_api import sync_playwright
 
     args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
