@@ -2,7 +2,7 @@
 a live session, and the face that comes back over WebRTC is measured on the frames the page
 received (drawn to a canvas in the page, FaceMesh on them here): its mouth follows the speech.
 The stack is the browser tests' own (conftest.py): its echomimic and dicetalk replicas hold live
-sessions by default.
+sessions by default. Chromium is launched here with a fake microphone (a launch flag), not shared.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import pytest
 from libs.speech.espeak import synthesize
 from libs.talkface import analysis
 from libs.talkface.face import FaceAnalyzer
-from tests.browser.conftest import CHROMIUM_ARGS
-from tests.browser.test_web_page import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, CHROMIUM_ARGS
 
 RATE = 48000
 # Every frame the page's video element shows, drawn to a canvas and kept as a JPEG with its media time.
@@ -59,19 +58,18 @@ def microphone(tmp_path_factory) -> tuple[str, np.ndarray]:
 
 
 @pytest.fixture
-def page(chromium, tmp_path, microphone):
-    from playwright.sync_api import sync_playwright
-
+def page(browser, chromium, microphone):
+    """A page in a Chromium of its own, launched with the fake microphone (through the session's
+    Playwright: a second one cannot run beside it)."""
     args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-audio-capture={microphone[0]}", "--autoplay-policy=no-user-gesture-required"]
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=chromium,
-                                                        headless=True, args=args,
-                                                        viewport={"width": 1000, "height": 1400})
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
+    chrome = browser.browser_type.launch(executable_path=chromium, headless=True, args=args)
+    try:
+        context = chrome.new_context(viewport={"width": 1000, "height": 1400})
+        yield context.new_page()
+        context.close()
+    finally:
+        chrome.close()
 
 
 def _loudness(pcm: np.ndarray, times_s: np.ndarray) -> np.ndarray:

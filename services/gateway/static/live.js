@@ -16,6 +16,12 @@
     $("live-status").textContent = text;
   }
 
+  // Screen readers hear the session's milestones only, through the page's announcer (app.js).
+  function milestone(text) {
+    status(text);
+    if (typeof announce === "function") announce(text);
+  }
+
   function portrait() {
     return $("live-image").files[0] || $("image-file").files[0] || null;
   }
@@ -86,7 +92,7 @@
       $("live-video").hidden = false;
     };
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "failed") { status("The connection was lost."); stop(); }
+      if (pc.connectionState === "failed") { milestone("The connection was lost."); stop(); }
     };
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
@@ -119,7 +125,7 @@
     window.__liveSession = body;
     await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
     connected(true);  // now that it is known whether the microphone is on
-    status(`Live: ${live.stream ? "speak, or " : ""}type a sentence. Made by ${body.engine}.`);
+    milestone(`Live: ${live.stream ? "speak, or " : ""}type a sentence. Made by ${body.engine}.`);
   }
 
   function send(body) {
@@ -142,7 +148,7 @@
     if (pc) pc.close();
     if (session) {
       fetch(`/v1/live/${session.session_id}`, { method: "DELETE", headers: headers() }).catch(() => {});
-      status("Ended.");
+      milestone("Ended.");
     }
     connected(false);
   }
