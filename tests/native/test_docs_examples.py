@@ -86,13 +86,18 @@ def split_commands(block: str) -> list[tuple[str, str]]:
         i += 1
     if "".join(cmd).strip() or comment:
         commands.append(("".join(cmd).strip(), comment.strip()))
-    # a line that is only a comment explains the command above or below it: keep commands only
+    # a line that is only a comment introduces the command below it, or, at the block's end,
+    # says what the command above it answers
     merged: list[tuple[str, str]] = []
+    pending = ""
     for text, note in commands:
         if text:
-            merged.append((text, note))
-        elif merged:
-            merged[-1] = (merged[-1][0], (merged[-1][1] + " " + note).strip())
+            merged.append((text, (pending + " " + note).strip()))
+            pending = ""
+        else:
+            pending = (pending + " " + note).strip()
+    if pending and merged:
+        merged[-1] = (merged[-1][0], (merged[-1][1] + " " + pending).strip())
     return merged
 
 
@@ -236,10 +241,18 @@ def test_every_api_doc_example_runs_as_written(api, keyed, site):
             assert len(new_videos) == 1, where  # default name <kind>-<8 characters of the id>.mp4
             assert_real_video(new_videos[0])
     assert ran >= 20, f"only {ran} examples ran"
+    # the examples with a webhook_url: their jobs end after the create answered; each final message
+    # must say the job completed (the redub fetched its URLs and rendered), with the metadata sent
+    with_hook = [c for c, _ in doc_commands() if "webhook_url" in c and c not in EXCLUDED]
     deadline = time.monotonic() + 60
-    while not any(path == "/hooks/talkserve" for path, _ in hooks):  # the redub job ends after its create
-        assert time.monotonic() < deadline, "no webhook reached the docs' webhook_url"
+    while len(finals := [json.loads(body) for path, body in hooks if path == "/hooks/talkserve"
+                         and json.loads(body)["type"] in ("job.completed", "job.failed", "job.cancelled")]) \
+            < len(with_hook):
+        assert time.monotonic() < deadline, f"the docs' webhook_url got {len(finals)} final messages"
         time.sleep(0.2)
+    assert all(f["type"] == "job.completed" and f["data"]["engine"] == "talkface-1" for f in finals), finals
+    assert {f["data"]["kind"] for f in finals} == {"redub", "emotion"}
+    assert [f["data"]["metadata"] for f in finals if f["data"]["kind"] == "emotion"] == [{"order": "A-1042"}]
 
 
 def test_readme_quick_start_demo(tmp_path_factory):
