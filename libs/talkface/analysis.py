@@ -291,9 +291,49 @@ def face_box(landmarks: np.ndarray, shape: tuple[int, int], grow: float = 0.25) 
     return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
 
 
+# Points of the skull that no expression moves (forehead, nose ridge, eye corners, temples):
+# where a frame's head pose is read from.
+RIGID_POINTS = (10, 109, 67, 338, 297, 151, 9, 8, 168, 6, 197, 195, 5, 4, 33, 133, 263, 362, 127, 356,
+                234, 454, 93, 323, 116, 345)
+
+
+def pose_align(frame_rgb: np.ndarray, landmarks: np.ndarray, reference_landmarks: np.ndarray) -> tuple:
+    """(the frame, its landmarks) turned, scaled and moved so that its head sits as the
+    reference's does: the similarity that best takes the frame's rigid points onto the
+    reference's. Identity is then judged on the face, not on where the head has moved."""
+    import cv2
+
+    src = np.asarray(landmarks, np.float64)[list(RIGID_POINTS), :2]
+    dst = np.asarray(reference_landmarks, np.float64)[list(RIGID_POINTS), :2]
+    m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    if m is None:
+        return frame_rgb, landmarks
+    h, w = frame_rgb.shape[:2]
+    out = cv2.warpAffine(frame_rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    marks = np.array(landmarks, np.float64, copy=True)
+    marks[:, :2] = marks[:, :2] @ m[:, :2].T + m[:, 2]
+    return out, marks
+
+
+def pose_ssim_map(reference_grey: np.ndarray, frame_rgb: np.ndarray, landmarks: np.ndarray,
+                  reference_landmarks: np.ndarray) -> np.ndarray:
+    """SSIM map (luma) of a frame against the reference, each pixel judged as part of the
+    head (the frame turned onto the reference's pose: pose_align) or of the still picture
+    around it (the frame as it is), whichever it is: the better of the two."""
+    import cv2
+    from skimage.metrics import structural_similarity
+
+    aligned, _ = pose_align(frame_rgb, landmarks, reference_landmarks)
+    _, head_map = structural_similarity(reference_grey, cv2.cvtColor(aligned, cv2.COLOR_RGB2GRAY), data_range=255,
+                                        full=True)
+    _, still_map = structural_similarity(reference_grey, cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2GRAY),
+                                         data_range=255, full=True)
+    return np.maximum(head_map, still_map)
+
+
 def ssim_outside_regions(reference_rgb: np.ndarray, frame_rgb: np.ndarray, landmarks: np.ndarray,
                          reference_landmarks: Optional[np.ndarray] = None, *,
-                         whole_frame: bool = False) -> float:
+                         whole_frame: bool = False, align: bool = False) -> float:
     """Mean SSIM (luma) of two same-size RGB images over the head, outside mouth and eyes.
 
     The compared area is the face box (face oval grown by a quarter, which takes in hair,
@@ -301,7 +341,9 @@ def ssim_outside_regions(reference_rgb: np.ndarray, frame_rgb: np.ndarray, landm
     given: over the whole frame a still background would hide a damaged face.
     `whole_frame=True` compares everything outside mouth and eyes instead.
     `landmarks` are the frame's; with `reference_landmarks` the mouth and eye regions of
-    both faces are left out.
+    both faces are left out. `align=True` (with `reference_landmarks`) compares the head
+    pose-aligned (pose_align) and what lies beyond the face box as it is: a head that
+    nods is still the same face, and the background must not move.
     """
     import cv2
     from scipy.ndimage import binary_dilation
@@ -309,6 +351,12 @@ def ssim_outside_regions(reference_rgb: np.ndarray, frame_rgb: np.ndarray, landm
 
     if reference_rgb.shape != frame_rgb.shape:
         raise ValueError(f"image sizes differ: {reference_rgb.shape} vs {frame_rgb.shape}")
+    raw, landmarks_raw = frame_rgb, landmarks
+    if align and reference_landmarks is not None:
+        frame_rgb, landmarks = pose_align(frame_rgb, landmarks, reference_landmarks)
+        align = True
+    else:
+        align = False
     shape = frame_rgb.shape[:2]
     mask = excluded_regions(landmarks, shape)
     if reference_landmarks is not None:
@@ -323,5 +371,9 @@ def ssim_outside_regions(reference_rgb: np.ndarray, frame_rgb: np.ndarray, landm
     b = cv2.cvtColor(np.ascontiguousarray(frame_rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
     if min(a.shape) < 7 or not keep.any():
         return float("nan")
-    _, ssim_map = structural_similarity(a, b, data_range=255, full=True)
+    if align and whole_frame:
+        grey = cv2.cvtColor(np.ascontiguousarray(reference_rgb), cv2.COLOR_RGB2GRAY)
+        ssim_map = pose_ssim_map(grey, raw, landmarks_raw, reference_landmarks)  # type: ignore[arg-type]
+    else:
+        _, ssim_map = structural_similarity(a, b, data_range=255, full=True)
     return float(ssim_map[keep].mean())

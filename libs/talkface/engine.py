@@ -37,9 +37,11 @@ from .api import (
 )
 from .choice import choose_face
 from .encode import X264, VideoReader, VideoWriter
+from .eyes import EyeModel
 from .face import FaceAnalyzer
 from .image import MAX_INPUT_SIDE, load_image  # noqa: F401 - load_image is part of the engine's interface
 from .mouth import MouthInterior, refine_inner_lips
+from .prosody import pitch_per_frame
 from .recogniser import PhoneRecogniser
 
 log = logging.getLogger(__name__)
@@ -80,9 +82,11 @@ class _NumbaFrames:
     def __init__(self, warper: R.Warper, interior: MouthInterior):
         self.warper, self.interior = warper, interior
 
-    def render(self, first: int, pts: np.ndarray, skulls: np.ndarray, mandibles: np.ndarray) -> np.ndarray:
-        """Frames first.. (here one) from their clamped landmarks and teeth affines."""
-        frame = self.warper.warp(pts[0])
+    def render(self, first: int, pts: np.ndarray, skulls: np.ndarray, mandibles: np.ndarray,
+               eyes: Optional[np.ndarray] = None) -> np.ndarray:
+        """Frames first.. (here one) from their warp points (Warper.frame_points), teeth
+        affines and eye states (MotionPlan.eye_state)."""
+        frame = self.warper.warp(pts[0], eyes=None if eyes is None else eyes[0])
         self.interior.draw(frame, pts[0], skulls[0], mandibles[0], first)
         return frame[None]
 
@@ -256,14 +260,17 @@ class Engine:
                                  seed=job.seed)
         shut, together = interior.shut_rest
         silent = np.zeros(n, np.float32)
+        moving = job.dynamic_scale > 0
         plan = M.plan_motion(rest, MouthTrack(silent, silent, silent, spans.energy, fps), n,
                              emotion=job.emotion, emo_scale=job.emo_scale, seed=job.seed,
                              dynamic_scale=job.dynamic_scale, fields=fields,
-                             jaw_rest=-shut / fields.gap_per_unit(), press_rest=together)
+                             jaw_rest=-shut / fields.gap_per_unit(), press_rest=together,
+                             voice_pitch=pitch_per_frame(samples, fps, n) if moving else None)
         # the warp takes the lips from a little inside their inner edges, so closing them
         # never drags teeth or shadow from between them into the seam; a mouth caught
         # open, which rests shut, goes further in (FaceMesh draws its edges on the teeth)
-        warper = R.Warper(img, M.lip_edges_inwards(rest, fields.frame, cap=0.02 if shut else 0.006))
+        warper = R.Warper(img, M.lip_edges_inwards(rest, fields.frame, cap=0.02 if shut else 0.006),
+                          head_ring=moving, eyes=EyeModel(rest))
         oh, ow = img.shape[:2]
         report = _Reporter(progress, "render", n)
         frames = self._frames(warper, interior)
@@ -279,9 +286,10 @@ class Engine:
                     ready = first + len(span.open)  # type: ignore[arg-type]
                     if first == 0 and progress:
                         progress(Progress("analyse", 2, 2, "rendering while the speech is analysed"))
-                pts = np.stack([warper.clamp(plan.points(i)) for i in chunk])
+                pts = np.stack([warper.frame_points(plan.points(i), plan.head_affine(i)) for i in chunk])
                 skulls, mandibles = (np.stack(t) for t in zip(*(plan.teeth_transforms(i) for i in chunk)))
-                for i, frame in zip(chunk, frames.render(start, pts, skulls, mandibles)):
+                eyes = None if plan.eyes is None else np.stack([plan.eyes.state(i) for i in chunk])
+                for i, frame in zip(chunk, frames.render(start, pts, skulls, mandibles, eyes)):
                     writer.write(frame)
                     report(i + 1)
             if progress:

@@ -3,11 +3,12 @@
 The face is moved by a small set of linear "action" fields (one 468x2 pixel
 displacement per action, computed once from the rest face): jaw drop, lip spread,
 lip rounding, lip press, the emotion's action units (emotions.py: brows, lids, cheeks,
-upper lip, nose wings), lid raise and blink. A frame is the rest mesh plus a weighted
+upper lip, nose wings). A frame is the rest mesh plus a weighted
 sum of those fields, followed by a small head movement (roll, parallax yaw/pitch from
 the mesh depth, translation, scale). The weights per frame come from the MouthTrack,
-the emotion and seeded random processes (blinks, head motion), so the same inputs and
-seed always give the same frames.
+the emotion, the voice (head motion: prosody.py) and seeded processes (blinks and gaze:
+eyes.py, drawn by the warp rather than by moving the lids' points), so the same inputs
+and seed always give the same frames.
 """
 
 from __future__ import annotations
@@ -21,15 +22,8 @@ import numpy as np
 from . import emotions as _emo
 from . import face as F
 from .api import EMOTIONS, MouthTrack
-
-# Head motion amplitudes (one standard deviation at full energy, dynamic_scale 1).
-# Kept small: the face must stay the portrait's (identity is judged by SSIM against it).
-_ROLL_DEG = 0.45
-_YAW_DEG = 0.9
-_PITCH_DEG = 0.7
-_SHIFT = 0.003  # of the face height
-_SCALE = 0.0012
-_HEAD_SMOOTH_S = 0.6
+from .eyes import EyeTrack, eye_motion
+from .prosody import head_motion as head_motion_from_voice
 
 # The mouth, in face heights (FaceMesh point 10 to 152). Read speech opens the inner lips
 # by 0.06-0.09 of the face height at most; a full opening here (open = 1, which only the
@@ -102,7 +96,13 @@ class ActionFields:
         # depth relative to the face outline (FaceMesh z; 0 when only x, y are known)
         self.depth = (rest[:, 2] - float(np.median(rest[list(F.FACE_OVAL), 2]))
                       if rest.shape[1] > 2 else np.zeros(len(rest)))
-        self.pivot = rest[F.CHIN, :2] + 0.25 * self.frame.height * self.frame.ey
+        # lips pressed together must not cross when the head turns: each pair of inner
+        # lip points takes the same depth for the parallax
+        for a, b in zip(F.LIPS_INNER_UPPER, F.LIPS_INNER_LOWER):
+            self.depth[[a, b]] = self.depth[[a, b]].mean()
+        # the head turns about the top of the neck (behind the face, at the ear lobes'
+        # level), so the chin travels little and the crown not too far
+        self.pivot = self.frame.origin - 0.1 * self.frame.height * self.frame.ey
         self._bone_setup()
         builders = {
             "jaw": self._jaw,
@@ -110,7 +110,6 @@ class ActionFields:
             "round": lambda: self._lip_width(-0.24, lift=0.0, pout=0.006, inner_gain=-0.1),
             "press": self._press,
             "fv": self._labiodental,
-            "blink": self._blink,
         }
         for name, build in builders.items():
             if only is None or name in only:
@@ -350,22 +349,6 @@ class ActionFields:
     def _nearest(self, i, among):
         return min(among, key=lambda j: float(np.sum((self.f[i] - self.f[j]) ** 2)))
 
-    def _blink(self) -> np.ndarray:
-        f = self.f
-        out = np.zeros_like(f)
-        for up, lo, up_ring, lo_ring in self._eye_pairs():
-            for a, b in zip(up, lo):
-                gap = f[b] - f[a]
-                # the lids meet low in the eye: the upper lid does most of the travel
-                out[a] = 0.82 * gap
-                out[b] = -0.18 * gap
-            # the skin just outside the lids follows part of the way
-            for i in up_ring:
-                out[i] = 0.45 * out[self._nearest(i, up)]
-            for i in lo_ring:
-                out[i] = 0.3 * out[self._nearest(i, lo)]
-        return out
-
     def _lids(self, upper: float, lower: float) -> np.ndarray:
         f = self.f
         out = np.zeros_like(f)
@@ -391,41 +374,6 @@ def emotion_intensity(emo_scale: float) -> float:
     return float(np.clip(emo_scale, 0.0, 10.0)) / 6.0
 
 
-def blink_curve(n_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
-    """0..1 lid closure per frame: blinks every 2-6 s, each ~0.25 s (fast close, slower open)."""
-    out = np.zeros(n_frames, np.float32)
-    t = float(rng.uniform(0.6, 2.5))
-    total = n_frames / fps
-    close_s, hold_s, open_s = 0.08, 0.04, 0.15
-    times = np.arange(n_frames) / fps
-    while t < total:
-        d = times - t
-        closing = (d >= 0) & (d < close_s)
-        out[closing] = np.maximum(out[closing], d[closing] / close_s)
-        hold = (d >= close_s) & (d < close_s + hold_s)
-        out[hold] = 1.0
-        opening = (d >= close_s + hold_s) & (d < close_s + hold_s + open_s)
-        out[opening] = np.maximum(out[opening], 1.0 - (d[opening] - close_s - hold_s) / open_s)
-        # blink intervals are right-skewed around ~3.5 s; never closer than 1.5 s
-        t += 1.5 + float(rng.gamma(2.0, 1.0))
-    # a blink often lands between two video frames; soften so it shows as partial closure
-    return np.clip(out, 0.0, 1.0) ** 0.8
-
-
-def _smooth_noise(n: int, fps: float, rng: np.random.Generator, sigma_s: float) -> np.ndarray:
-    """Unit-variance, smooth random signal (seeded white noise, Gaussian low-pass)."""
-    from scipy.ndimage import gaussian_filter1d
-
-    sigma = max(sigma_s * fps, 1e-3)
-    pad = int(4 * sigma) + 1
-    x = rng.standard_normal(n + 2 * pad)
-    y = gaussian_filter1d(x, sigma, mode="nearest")[pad:pad + n]
-    # theoretical std of Gaussian-filtered unit white noise: independent of clip length
-    y = y * math.sqrt(2.0 * math.sqrt(math.pi) * sigma)
-    # soft limit at ~2 sigma: no rare large excursion
-    return (2.0 * np.tanh(y / 2.0)).astype(np.float32)
-
-
 @dataclass
 class MotionPlan:
     """Per-frame action weights and head pose; `points(i)` builds frame i's landmarks.
@@ -444,6 +392,7 @@ class MotionPlan:
     mouth_emotion: tuple = (0.0, 0.0, 0.0)  # the emotion's constant jaw, spread and press
     jaw_rest: float = 0.0  # jaw weight at rest: < 0 shuts a mouth the portrait shows open
     press_rest: float = 0.0  # lips brought together at rest (a portrait caught mid-word)
+    eyes: Optional[EyeTrack] = None  # blinks and gaze (eyes.py draws them in the warp)
 
     def set_mouth(self, first: int, track: MouthTrack) -> None:
         """Drive the mouth of frames first.. from `track` (a span of the speech's track);
@@ -467,6 +416,18 @@ class MotionPlan:
         c, s = math.cos(float(self.roll[i])), math.sin(float(self.roll[i]))
         rot = np.array([[c, -s], [s, c]]) * float(self.scale[i])
         return (pts - af.pivot) @ rot.T + af.pivot + self.shift[i]
+
+    def head_affine(self, i: int) -> np.ndarray:
+        """2x3 affine of frame i's head motion for points on the face's outline and beyond
+        (no parallax): what the head's ring of hair and ears follows (render.Warper)."""
+        c, s = math.cos(float(self.roll[i])), math.sin(float(self.roll[i]))
+        rot = np.array([[c, -s], [s, c]]) * float(self.scale[i])
+        pivot = self.fields.pivot
+        return np.column_stack([rot, pivot - rot @ pivot + self.shift[i]])
+
+    def eye_state(self, i: int) -> Optional[np.ndarray]:
+        """Frame i's (lid closure, gaze across, gaze down) for render.Warper, or None."""
+        return None if self.eyes is None else self.eyes.state(i)
 
     def teeth_transforms(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """2x3 affines from the portrait to frame i for what the skull carries (the upper
@@ -538,12 +499,16 @@ def plan_motion(
     seed: int = 0,
     dynamic_scale: float = 1.0,
     blinks: bool = True,
+    gaze: bool = True,
     head_motion: bool = True,
+    voice_pitch: Optional[np.ndarray] = None,
     fields: Optional[ActionFields] = None,
     jaw_rest: float = 0.0,
     press_rest: float = 0.0,
 ) -> MotionPlan:
-    """Plan every frame's face: mouth from `track`, constant emotion, seeded blinks and head motion.
+    """Plan every frame's face: mouth from `track`, constant emotion, seeded blinks and gaze,
+    head motion from the voice (`track.energy`, and `voice_pitch`: semitones per frame, NaN
+    unvoiced, see prosody.pitch_per_frame).
 
     `jaw_rest` < 0 shuts a jaw the portrait shows open by that much of a full opening, and
     `press_rest` brings its lips together at rest (see mouth.MouthInterior)."""
@@ -573,28 +538,23 @@ def plan_motion(
     mouth_emotion = (min(emo.pop("jaw", 0.0), 0.6), emo.pop("spread", 0.0), emo.pop("press", 0.0))
     close = emo.pop("close", 0.0)
 
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x7A1C]))
-    blink = blink_curve(n, fps, rng) if blinks else np.zeros(n, np.float32)
-    put("blink", blink)
-    # the emotion's AUs summed into one field held through the clip (the lids' into
-    # another that gives way to blinks), so a frame costs the same whatever the emotion
-    for name, aus in (("emotion", [a for a in emo if a not in _emo.LID_AUS]),
-                      ("emotion_lids", [a for a in emo if a in _emo.LID_AUS])):
-        if aus:
-            af.fields[name] = sum((emo[a] * af.fields[a] for a in aus), np.zeros_like(af.fields["jaw"]))
-            put(name, 1.0 - blink if name == "emotion_lids" else np.ones(n, np.float32))
+    eye_track = eye_motion(energy, fps, seed, blinks=blinks, gaze=gaze)
+    # the emotion's AUs summed into one field held through the clip, so a frame costs the
+    # same whatever the emotion (the lids' AUs too: a blink covers the eye in the warp,
+    # eyes.py, however the lids are set)
+    if emo:
+        af.fields["emotion"] = sum((w * af.fields[a] for a, w in emo.items()), np.zeros_like(af.fields["jaw"]))
+        put("emotion", np.ones(n, np.float32))
 
     if head_motion and n > 0 and dynamic_scale > 0:
-        from scipy.ndimage import gaussian_filter1d
-
-        e = gaussian_filter1d(energy, max(0.4 * fps, 1e-3), mode="nearest") if n > 1 else energy
-        amp = float(dynamic_scale) * (0.3 + 0.7 * np.clip(e / max(float(e.max()), 0.3), 0, 1))
-        noise = [_smooth_noise(n, fps, rng, _HEAD_SMOOTH_S) for _ in range(6)]
-        roll = np.radians(_ROLL_DEG) * amp * noise[0]
-        yaw = np.radians(_YAW_DEG) * amp * noise[1]
-        pitch = np.radians(_PITCH_DEG) * amp * noise[2]
-        shift = np.stack([noise[3], noise[4]], -1) * (_SHIFT * af.frame.height) * amp[:, None]
-        scale = 1.0 + _SCALE * amp * noise[5]
+        # the head turns by moving the mesh's points with their depth (parallax), which
+        # holds near frontal; a face already turned away (its far side foreshortened)
+        # moves less
+        frontal = float(np.clip(1.0 - 1.5 * abs(af.yaw_sin), 0.3, 1.0))
+        head = head_motion_from_voice(energy, None if voice_pitch is None else per_frame(voice_pitch, np.nan), fps, seed,
+                                      dynamic_scale * frontal, af.frame.height)
+        roll, yaw, pitch, shift = head.roll, head.yaw, head.pitch, head.shift
+        scale = np.ones(n, np.float32)
     else:
         roll = yaw = pitch = np.zeros(n, np.float32)
         shift = np.zeros((n, 2), np.float32)
@@ -610,6 +570,7 @@ def plan_motion(
     fv = per_frame(track.fv) if track.fv is not None else None
     plan.set_mouth(0, MouthTrack(per_frame(track.open), per_frame(track.width), per_frame(track.press),
                                  energy, fps, fv))
+    plan.eyes = eye_track
     return plan
 
 

@@ -158,16 +158,23 @@ def mouth_report(video: analysis.VideoAnalysis, portrait_landmarks: np.ndarray, 
                        int(open_v.sum()), slope, closed, judged, r, pause_gap)
 
 
-def detail_ratio(portrait: np.ndarray, portrait_landmarks: np.ndarray, frames: Sequence[np.ndarray]) -> float:
+def detail_ratio(portrait: np.ndarray, portrait_landmarks: np.ndarray, frames: Sequence[np.ndarray],
+                 frame_landmarks: Optional[Sequence[np.ndarray]] = None) -> float:
     """Fine detail kept on the face, relative to the still background.
 
     The Laplacian variance of the face (inside its outline, outside mouth and eyes) as a
     fraction of the portrait's, over the same fraction for the background far from the
-    face: 1 means the face keeps its detail as well as the untouched background does."""
+    face: 1 means the face keeps its detail as well as the untouched background does.
+    With `frame_landmarks` each frame's face is measured where that frame has it (a head
+    that moves is not compared on the portrait's outline)."""
     h, w = portrait.shape[:2]
-    face = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(face, [np.round(portrait_landmarks[list(F.FACE_OVAL), :2]).astype(np.int32)], 1)
-    face_mask = face.astype(bool) & ~analysis.excluded_regions(portrait_landmarks, (h, w))
+
+    def face_mask(marks: np.ndarray) -> np.ndarray:
+        face = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(face, [np.round(marks[list(F.FACE_OVAL), :2]).astype(np.int32)], 1)
+        return face.astype(bool) & ~analysis.excluded_regions(marks, (h, w))
+
+    portrait_face = face_mask(portrait_landmarks)
     x0, y0, x1, y1 = analysis.face_box(portrait_landmarks, (h, w), grow=0.5)
     background = np.ones((h, w), bool)
     background[y0:y1, x0:x1] = False
@@ -178,8 +185,10 @@ def detail_ratio(portrait: np.ndarray, portrait_landmarks: np.ndarray, frames: S
         grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
         return float(cv2.Laplacian(grey, cv2.CV_32F, ksize=3)[mask].var())
 
-    face_ref, back_ref = detail(portrait, face_mask), detail(portrait, background)
-    face_kept = np.mean([detail(f, face_mask) for f in frames]) / face_ref
+    face_ref, back_ref = detail(portrait, portrait_face), detail(portrait, background)
+    masks = ([face_mask(m) if np.all(np.isfinite(m)) else portrait_face for m in frame_landmarks]
+             if frame_landmarks is not None else [portrait_face] * len(frames))
+    face_kept = np.mean([detail(f, m) for f, m in zip(frames, masks)]) / face_ref
     back_kept = np.mean([detail(f, background) for f in frames]) / back_ref
     return float(face_kept / back_kept)
 

@@ -25,7 +25,9 @@ import numba
 import numpy as np
 from scipy.spatial import Delaunay
 
+from . import anchors as A
 from . import face as F
+from .eyes import EyeModel
 
 # Detail finer than this blur (pixels) is carried through the warp from the nearest source pixel.
 DETAIL_SIGMA = 2.0
@@ -146,7 +148,7 @@ class Warper:
     """
 
     def __init__(self, image: np.ndarray, rest: np.ndarray, ring_scale: float = 0.25,
-                 vertices: Optional[np.ndarray] = None):
+                 vertices: Optional[np.ndarray] = None, head_ring: bool = False, eyes: Optional[EyeModel] = None):
         self.image = np.ascontiguousarray(image)
         h, w = image.shape[:2]
         # the picture split into its smooth part and its fine detail (see _resample), both
@@ -158,12 +160,17 @@ class Warper:
         self._smooth = smooth.astype(np.uint8)
         self._fine = (img16 - smooth + 128).astype(np.uint8)
         self.h, self.w = h, w
-        self.rest_full = np.asarray(rest, np.float32)[:, :2]
-        self.vert = warp_vertices(self.rest_full) if vertices is None else np.asarray(vertices)
+        mesh = np.asarray(rest, np.float32)[:, :2]
+        self.eyes = eyes
+        vert = warp_vertices(mesh) if vertices is None else np.asarray(vertices)
+        # the head's ring (hair, ears) moves with the head: extra vertices after the mesh's
+        self.ring, fixed = A.head_ring(mesh, w, h, ring_scale) if head_ring else (np.zeros((0, 2), np.float32), None)
+        self.rest_full = np.concatenate([mesh, self.ring]).astype(np.float32)
+        self.vert = np.concatenate([vert, np.arange(len(mesh), len(self.rest_full))]).astype(np.int32)
         rest = self.rest_full[self.vert]
         self.n_mesh = len(rest)
 
-        anchors = self._anchors(rest, w, h, ring_scale)
+        anchors = A.fixed_anchors(mesh[vert], w, h, ring_scale) if fixed is None else fixed
         pts = np.concatenate([rest, anchors]).astype(np.float64)
         tri = Delaunay(pts)
         self.simplices = tri.simplices.astype(np.int32)
@@ -215,26 +222,14 @@ class Warper:
         near = np.stack([lx[lab] + x0, ly[lab] + y0], -1).astype(np.float32)
         return (x0, y0, x1, y1), inside.astype(bool), near, float(gap)
 
-    @staticmethod
-    def _anchors(rest: np.ndarray, w: int, h: int, ring_scale: float) -> np.ndarray:
-        lo, hi = rest.min(0), rest.max(0)
-        size = float(max(hi - lo))
-        centre = (lo + hi) / 2
-        # an ellipse around the face: hair, shoulders and background beyond it stay put
-        radii = (hi - lo) / 2 + ring_scale * size
-        ang = np.linspace(0, 2 * np.pi, 28, endpoint=False)
-        ring = centre + np.column_stack([np.cos(ang) * radii[0], np.sin(ang) * radii[1]])
-        border = []
-        for t in np.linspace(0, 1, 9):
-            border += [(t * (w - 1), 0), (t * (w - 1), h - 1), (0, t * (h - 1)), (w - 1, t * (h - 1))]
-        border = np.unique(np.array(border, np.float64), axis=0)  # type: ignore[assignment]
-        ring = ring[(ring[:, 0] > 1) & (ring[:, 0] < w - 2) & (ring[:, 1] > 1) & (ring[:, 1] < h - 2)]
-        cand = np.concatenate([ring, border])
-        # anchors crowding a mesh point make slivers that tear under motion: keep a margin
-        # (image corners always stay, they close the hull)
-        d = np.sqrt(((cand[:, None, :] - rest[None, :, :]) ** 2).sum(-1)).min(1)
-        corner = np.isin(cand[:, 0], (0, w - 1)) & np.isin(cand[:, 1], (0, h - 1))
-        return cand[(d > 0.08 * size) | corner]
+    def frame_points(self, dest: np.ndarray, head: Optional[np.ndarray] = None) -> np.ndarray:
+        """A frame's warp points: its 468 landmarks, then the head's ring moved by `head`
+        (the 2x3 affine of the head's motion; still without), clamped (see clamp)."""
+        dest = np.asarray(dest, np.float32)[:, :2]
+        if len(self.ring):
+            ring = self.ring if head is None else self.ring @ np.asarray(head, np.float32)[:, :2].T + head[:, 2]
+            dest = np.concatenate([dest[:len(self.rest_full) - len(self.ring)], ring.astype(np.float32)])
+        return self.clamp(dest)
 
     def clamp(self, dest: np.ndarray) -> np.ndarray:
         """Limit moves towards the image border to half the distance, so nothing folds there."""
@@ -293,10 +288,12 @@ class Warper:
                 break
         aff[idx] = (1, 0, 0, 0, 1, 0)
 
-    def backward_map(self, dest: np.ndarray) -> np.ndarray:
+    def backward_map(self, dest: np.ndarray, eyes: Optional[np.ndarray] = None) -> np.ndarray:
         """Full-res CV_32FC2 map over the ROI taking output pixels to source pixels.
 
-        `dest` holds all 468 mesh points of the frame (only the warp vertices are used).
+        `dest` holds all 468 mesh points of the frame (then the head's ring, when this
+        Warper has one: frame_points); only the warp vertices are used. `eyes` is the
+        frame's (closure, gaze across, gaze down) for the EyeModel (eyes.py).
         The map is a buffer of this Warper, valid until the next call.
         """
         aff, v = self._triangle_affines(np.asarray(dest, np.float32)[:, :2])
@@ -307,6 +304,8 @@ class Warper:
         _scan_triangles(m, self.roi[0], self.roi[1], np.ascontiguousarray(v[mv]), np.ascontiguousarray(aff[mv]))
         if self._guard is not None:
             self._keep_lips_off_the_opening(m, np.asarray(dest, np.float32)[:, :2])
+        if self.eyes is not None and eyes is not None:
+            self.eyes.remap_numpy(m, self.roi, dest, eyes)
         return m
 
     def _keep_lips_off_the_opening(self, m: np.ndarray, dest: np.ndarray) -> None:
@@ -362,9 +361,10 @@ class Warper:
         moved = (d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]) > min_move * min_move
         return out, moved.astype(np.uint8) * 255
 
-    def warp(self, dest: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """The image warped so the rest mesh lands on `dest` (468x2); a new frame or `out`."""
-        return self._resample(self.backward_map(dest), out)
+    def warp(self, dest: np.ndarray, out: Optional[np.ndarray] = None, eyes: Optional[np.ndarray] = None) -> np.ndarray:
+        """The image warped so the rest mesh lands on `dest` (468x2, or frame_points'), the
+        eyes as `eyes` says (see backward_map); a new frame or `out`."""
+        return self._resample(self.backward_map(dest, eyes), out)
 
 
 def fit_size(src_w: int, src_h: int, width: Optional[int], height: Optional[int],

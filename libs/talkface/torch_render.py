@@ -37,11 +37,13 @@ class TorchFrames:
             self._stream = torch.cuda.Stream(self.device)
             self._stream.wait_stream(torch.cuda.current_stream(self.device))
 
-    def render(self, first: int, pts: np.ndarray, skulls: np.ndarray, mandibles: np.ndarray) -> np.ndarray:
-        """Frames first.. (B, h, w, 3) uint8 on the host, from their clamped landmarks `pts`
-        (B x 468 x 2) and teeth affines `skulls`, `mandibles` (B x 2 x 3)."""
+    def render(self, first: int, pts: np.ndarray, skulls: np.ndarray, mandibles: np.ndarray,
+               eyes: Optional[np.ndarray] = None) -> np.ndarray:
+        """Frames first.. (B, h, w, 3) uint8 on the host, from their warp points `pts`
+        (B x N x 2, Warper.frame_points), teeth affines `skulls`, `mandibles` (B x 2 x 3)
+        and eye states `eyes` (B x 3, MotionPlan.eye_state)."""
         with torch.inference_mode(), _on(self._stream):
-            frames, _ = self.warp.warp(pts)
+            frames, _ = self.warp.warp(pts, eyes)
             self.mouth.draw(frames, pts, skulls, mandibles, first)
             return frames.cpu().numpy()
 

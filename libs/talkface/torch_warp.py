@@ -22,12 +22,15 @@ the portrait.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as TF
 
 from . import face as F
+from .eyes import remap
 from .render import Warper
 
 SUBPIXEL = 32  # cv2.remap's fixed-point maps: positions in 1/32 px (INTER_TAB_SIZE)
@@ -80,7 +83,7 @@ class TorchWarper:
 
     # ------------------------------------------------------------------ the map
 
-    def maps(self, dests: np.ndarray) -> torch.Tensor:
+    def maps(self, dests: np.ndarray, eyes: Optional[np.ndarray] = None) -> torch.Tensor:
         """Source positions (B, rh, rw, 2) float32 of every ROI pixel for frames `dests`
         (B x 468 x 2, clamped as Warper.clamp does); the numba path's backward_map, batched."""
         wp = self.warper
@@ -96,7 +99,30 @@ class TorchWarper:
         m = m.reshape(b, self.rh, self.rw, 2)
         if self._guard is not None:
             self._keep_lips_off_the_opening(m, dests)
+        if self.warper.eyes is not None and eyes is not None:
+            self._eyes(m, dests, np.asarray(eyes, np.float32))
         return m
+
+    def _eyes(self, m: torch.Tensor, dests: np.ndarray, eyes: np.ndarray) -> None:
+        """EyeModel.remap_numpy for every frame of the chunk, in place: per eye, one box
+        around every frame's own (the remap leaves what lies outside an eye's bands as it is)."""
+        model = self.warper.eyes
+        active = [k for k in range(len(eyes)) if eyes[k, 0] > 0 or eyes[k, 1] != 0 or eyes[k, 2] != 0]
+        if not active or model is None:
+            return
+        rx0, ry0, rx1, ry1 = self.warper.roi
+        idx = torch.tensor(active, device=self.device)
+        state = torch.from_numpy(np.ascontiguousarray(eyes[active])).to(self.device)[:, :, None, None]
+        for k, eye in enumerate(model.eyes):
+            boxes = [model.frame_box(k, dests[j], (ry1, rx1)) for j in active]
+            x0, y0 = max(rx0, min(b[0] for b in boxes)), max(ry0, min(b[1] for b in boxes))
+            x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            sub = m[idx, y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
+            sx, sy = remap(torch, sub[..., 0], sub[..., 1], eye, model.tables(k, torch, self.device),
+                           state[:, 0], state[:, 1], state[:, 2])
+            m[idx, y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0] = torch.stack([sx, sy], -1)
 
     def _spans(self, v: np.ndarray, aff: np.ndarray) -> tuple:
         """The numba scan for frame triangles `v` (B, M, 3, 2) and their affines `aff` (B, M, 6).
@@ -211,11 +237,11 @@ class TorchWarper:
         out = (smooth.round_() + fine).sub_(128.0).clamp_(0, 255).to(torch.uint8)
         return out.reshape(3, b, self.rh, self.rw).permute(1, 2, 3, 0)
 
-    def warp(self, dests: np.ndarray) -> tuple:
+    def warp(self, dests: np.ndarray, eyes: Optional[np.ndarray] = None) -> tuple:
         """Whole frames (B, h, w, 3) uint8 on the device, the portrait with each frame's ROI
-        warped, and the maps that did it (B, rh, rw, 2)."""
+        warped (eyes as `eyes`, B x 3, say), and the maps that did it (B, rh, rw, 2)."""
         x0, y0, x1, y1 = self.warper.roi
-        maps = self.maps(dests)
+        maps = self.maps(dests, eyes)
         out = self.image[None].repeat(len(dests), 1, 1, 1)
         out[:, y0:y1, x0:x1] = self.resample(maps)
         return out, maps

@@ -48,9 +48,10 @@ class _Both:
         self.record = record
         self.warper, self.interior = warper, interior
 
-    def render(self, first, pts, skulls, mandibles):
-        got = self.torch.render(first, pts, skulls, mandibles)
-        want = np.concatenate([self.numba.render(first + k, pts[k:k + 1], skulls[k:k + 1], mandibles[k:k + 1])
+    def render(self, first, pts, skulls, mandibles, eyes=None):
+        got = self.torch.render(first, pts, skulls, mandibles, eyes)
+        want = np.concatenate([self.numba.render(first + k, pts[k:k + 1], skulls[k:k + 1], mandibles[k:k + 1],
+                                                 None if eyes is None else eyes[k:k + 1])
                                for k in range(len(pts))])
         x0, y0, x1, y1 = self.warper.roi
         self.record["psnr"] += [psnr(w, g) for w, g in zip(want, got)]
@@ -62,7 +63,11 @@ class _Both:
             self.record["guarded"] += sum(
                 np.median((p[list(F.LIPS_INNER_LOWER)] - p[list(F.LIPS_INNER_UPPER)])[3:8, 1]) < gap for p in pts)
         self.record["mouth_drawn"] += sum(
-            not np.array_equal(w, self.numba.warper.warp(p)) for w, p in zip(want, pts))
+            not np.array_equal(w, self.numba.warper.warp(p, eyes=None if eyes is None else e))
+            for w, p, e in zip(want, pts, eyes if eyes is not None else [None] * len(pts)))
+        if eyes is not None:  # frames with the lids coming down, and with the gaze aside
+            self.record["blinking"] += int((eyes[:, 0] > 0).sum())
+            self.record["glancing"] += int((np.abs(eyes[:, 1]) > 0.02).sum())
         return want
 
 
@@ -73,7 +78,7 @@ class _TwinEngine(Engine):
     chunk = BATCH
 
     def _frames(self, warper, interior):
-        self.record = {"psnr": [], "roi_psnr": [], "guarded": 0, "mouth_drawn": 0}
+        self.record = {"psnr": [], "roi_psnr": [], "guarded": 0, "mouth_drawn": 0, "blinking": 0, "glancing": 0}
         return _Both(warper, interior, self.record, self.chunk)
 
 
@@ -97,7 +102,8 @@ def _compare(twin: _TwinEngine, job: api.PortraitJob, label: str):
           f"PSNR torch vs numba "
           f"min {frames.min():.1f} dB, median {np.median(frames):.1f} dB; face region min {roi.min():.1f} dB; "
           f"largest difference {rec['max_diff']} grey levels; mouth drawn on {rec['mouth_drawn']} frames, "
-          f"lips kept off the opening on {rec['guarded']}")
+          f"lips kept off the opening on {rec['guarded']}; lids coming down on {rec['blinking']}, "
+          f"gaze aside on {rec['glancing']}")
     assert len(frames) == result.frames
     assert frames.min() >= TOLERANCE_DB
     assert roi.min() >= TOLERANCE_DB, "the face region alone is held to the tolerance too"
@@ -114,6 +120,8 @@ def test_torch_frames_equal_the_numba_frames(twin, clips, name, tmp_path):
                           emotion=emotion, emo_scale=emo_scale, seed=3)
     result, rec = _compare(twin, job, f"{name} + clip {clip}")
     assert rec["mouth_drawn"] > result.frames // 4, "the mouth's inside was compared, not just the warp"
+    if name != "tom_hanks":  # (3.3 s of speech: no blink or glance falls in it)
+        assert rec["blinking"] >= 3 and rec["glancing"] > 0, "closing lids and glances were compared"
     if name == "obama_speaking":
         assert rec["guarded"] > result.frames // 4, "the portrait's opening guard was compared"
 

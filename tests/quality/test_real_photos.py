@@ -119,7 +119,7 @@ def test_opening_follows_the_loudness_of_real_speech(rendered, name):
 @pytest.mark.parametrize("name", ("grace_hopper", "obama_smile", "obama_speaking"))
 def test_the_face_keeps_its_fine_detail(rendered, name):
     r = rendered(name)
-    kept = realism.detail_ratio(r.portrait, r.portrait_landmarks, r.frames[::6])
+    kept = realism.detail_ratio(r.portrait, r.portrait_landmarks, r.frames[::6], r.landmarks[::6])
     assert kept >= 0.85, f"{name}: the face keeps {kept:.2f} of the detail the still background keeps"
 
 
