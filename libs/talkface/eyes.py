@@ -48,7 +48,7 @@ EDGE = 0.75  # pixels over which the source runs across from one part of the lid
 # Blink timing (seconds): closing, held shut, opening; and the gaps between blinks.
 BLINK_CLOSE, BLINK_HOLD, BLINK_OPEN = 0.07, 0.04, 0.11
 BLINK_MIN_GAP, BLINK_MAX_GAP = 1.8, 6.0
-GAZE_ASIDE = 0.07  # eye widths: how far a glance aside moves the iris, at most
+GAZE_ASIDE = 0.045  # eye widths: how far a glance aside moves the iris, at most
 
 
 @dataclass(frozen=True)
@@ -259,8 +259,8 @@ def blink_curve(n: int, fps: float, starts: list[float], rng: np.random.Generato
 
 def gaze_track(n: int, fps: float, energy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(n, 2) gaze offsets in eye widths (across, down): held, mostly at the camera, with
-    glances aside now and then (more while listening than while talking); each change
-    is a saccade, done within one frame."""
+    glances aside now and then while talking (thinking of the next words) and at the
+    camera while silent (listening); each change is a saccade, done within one frame."""
     out = np.zeros((n, 2), np.float32)
     i = int(rng.integers(0, max(1, int(1.5 * fps))))
     target = np.zeros(2)
@@ -268,9 +268,14 @@ def gaze_track(n: int, fps: float, energy: np.ndarray, rng: np.random.Generator)
         talking = energy[min(i, n - 1)] > PAUSE_LOUDNESS
         hold = float(rng.gamma(2.0, 0.7 if talking else 0.5)) + 0.4
         j = min(n, i + max(1, int(round(hold * fps))))
+        if talking:  # a pause ends the glance
+            quiet = np.nonzero(energy[i:j] <= PAUSE_LOUDNESS)[0]
+            j = i + max(1, int(quiet[0])) if len(quiet) else j
         out[i:j] = target
         i = j
-        if np.any(target) or rng.random() < (0.35 if talking else 0.55):
+        if not talking:
+            target = np.zeros(2)  # listening: at the camera
+        elif np.any(target) or rng.random() < 0.4:
             # back to the camera, or a glance aside
             target = np.zeros(2) if np.any(target) else np.array(
                 [rng.choice((-1.0, 1.0)) * rng.uniform(0.4, 1.0) * GAZE_ASIDE, rng.normal(0.0, 0.012)])
