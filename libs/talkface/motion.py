@@ -550,7 +550,7 @@ def plan_motion(
         # the head turns by moving the mesh's points with their depth (parallax), which
         # holds near frontal; a face already turned away (its far side foreshortened)
         # moves less
-        frontal = float(np.clip(1.0 - 1.5 * abs(af.yaw_sin), 0.3, 1.0))
+        frontal = float(np.clip(1.0 - 2.0 * abs(af.yaw_sin), 0.3, 1.0))
         head = head_motion_from_voice(energy, None if voice_pitch is None else per_frame(voice_pitch, np.nan), fps, seed,
                                       dynamic_scale * frontal, af.frame.height)
         roll, yaw, pitch, shift = head.roll, head.yaw, head.pitch, head.shift

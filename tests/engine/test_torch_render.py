@@ -67,7 +67,7 @@ class _Both:
             for w, p, e in zip(want, pts, eyes if eyes is not None else [None] * len(pts)))
         if eyes is not None:  # frames with the lids coming down, and with the gaze aside
             self.record["blinking"] += int((eyes[:, 0] > 0).sum())
-            self.record["glancing"] += int((np.abs(eyes[:, 1]) > 0.02).sum())
+            self.record["glancing"] += int((np.abs(eyes[:, 1:]).max(1) > 1e-4).sum())
         return want
 
 
