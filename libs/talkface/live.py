@@ -22,6 +22,7 @@ import numpy as np
 from . import motion as M
 from . import render as R
 from .api import EMOTIONS, ENGINE_NAME, MouthTrack, PortraitJob
+from .eyes import EyeModel
 from .live_audio import LOOKAHEAD_S, MAX_LOOKAHEAD_S, LiveMouth
 from .mouth import MouthInterior, refine_inner_lips
 
@@ -99,7 +100,8 @@ class LiveSession:
         shut, self._press_rest = self._interior.shut_rest
         self._jaw_rest = -shut / fields.gap_per_unit()
         # as generate(): the warp takes the lips from a little inside their inner edges
-        self._warper = R.Warper(img, M.lip_edges_inwards(rest, fields.frame, cap=0.02 if shut else 0.006))
+        self._warper = R.Warper(img, M.lip_edges_inwards(rest, fields.frame, cap=0.02 if shut else 0.006),
+                                head_ring=settings.dynamic_scale > 0, eyes=EyeModel(rest))
         self._block_frames = max(1, int(BLOCK_S * settings.fps))
         self._block = -1
         self._plan: Optional[M.MotionPlan] = None
@@ -169,9 +171,9 @@ class LiveSession:
 
     def _render(self, i: int, opening: float) -> LiveFrame:
         plan, k = self._plan_for(i)
-        pts = self._warper.clamp(plan.points(k))
+        pts = self._warper.frame_points(plan.points(k), plan.head_affine(k))
         skull, mandible = plan.teeth_transforms(k)
-        rgb = self._warper.warp(pts)
+        rgb = self._warper.warp(pts, eyes=plan.eye_state(k))
         self._interior.draw(rgb, pts, skull, mandible, i)
         self.frames_made += 1
         return LiveFrame(index=i, pts=i / float(self.settings.fps), data=self._encode(rgb), mouth_open=opening,
