@@ -9,6 +9,7 @@ is replaced within 2 s, with the video frozen meanwhile and the connection never
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 
 import httpx
@@ -56,6 +57,13 @@ def site(seaweed):
 def portrait(lips_together_portrait) -> bytes:
     with open(lips_together_portrait, "rb") as fh:
         return fh.read()
+
+
+def _run(coro):
+    """asyncio.run in a thread of its own: the browser tests' session-wide Playwright keeps an
+    event loop running in the main thread, where asyncio.run refuses to start another."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _speech(text: str) -> np.ndarray:
@@ -112,7 +120,7 @@ def test_the_face_follows_the_speech_sent_from_the_microphone(site, portrait):
         await client.close()
         return client, session, state, metrics
 
-    client, session, state, metrics = asyncio.run(run())
+    client, session, state, metrics = _run(run())
     assert session["engine"] == "talkface-1" and session["width"] == SIZE
     assert state["failovers"] == 0 and state["audio_seconds"] > audio.size / 16000
     assert 'talkserve_gateway_live_sessions{service="echomimic"} 1.0' in metrics
@@ -139,7 +147,7 @@ def test_text_sent_into_a_session_is_spoken_and_moves_the_mouth(site, portrait):
         await client.close()
         return client, quiet
 
-    client, quiet = asyncio.run(run())
+    client, quiet = _run(run())
     assert client.received.messages and client.received.messages[0]["event"] == "speaking", client.received.messages
     opening = _openings(client.received.frames, FaceAnalyzer())
     rest = np.nanpercentile(opening[:quiet], 90)
@@ -163,7 +171,7 @@ def test_a_session_survives_its_replica_dying(site, portrait):
         await client.close()
         return client, session, state, killed_at, pc_state
 
-    client, session, state, killed_at, pc_state = asyncio.run(run())
+    client, session, state, killed_at, pc_state = _run(run())
     assert state["failovers"] == 1 and state["replica"] != session["replica"]
     assert pc_state == "connected"
     times = np.array([t for t, _ in client.received.frames])
@@ -182,8 +190,8 @@ def test_a_key_is_needed_and_a_bad_portrait_is_refused(site, portrait):
             await client.open(image, None)
         return err.value
 
-    assert asyncio.run(run(None, portrait)).status == 401
-    refused = asyncio.run(run(KEY, b"not a picture"))
+    assert _run(run(None, portrait)).status == 401
+    refused = _run(run(KEY, b"not a picture"))
     assert refused.status == 400 and refused.body["error"]["code"] == "bad_image"
 
 
@@ -254,11 +262,11 @@ def test_a_person_model_of_the_callers_own_speaks(site, lips_together_portrait, 
         await client.close()
         return client, session
 
-    client, session = asyncio.run(run("models/person/p1"))
+    client, session = _run(run("models/person/p1"))
     assert session["engine"] == "talkface-1" and len(client.received.frames) > 10
-    missing = asyncio.run(run("models/person/nobody"))
+    missing = _run(run("models/person/nobody"))
     assert missing.status == 404 and missing.body["error"]["code"] == "not_found"
-    bad = asyncio.run(run("../etc/passwd"))
+    bad = _run(run("../etc/passwd"))
     assert bad.status == 422
 
 
@@ -284,7 +292,7 @@ def test_the_chat_answers_a_typed_and_a_spoken_question_with_the_face(site, port
         await client.close()
         return client, listening, spoken, typed, quiet
 
-    client, listening, spoken, typed, quiet = asyncio.run(run())
+    client, listening, spoken, typed, quiet = _run(run())
     assert listening["event"] == "listening"
     assert spoken["event"] == "answer", spoken
     assert "station" in spoken["question"].lower(), spoken
