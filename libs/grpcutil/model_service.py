@@ -51,7 +51,7 @@ class ModelServiceSettings(ServerSettings):
     engine_batch_size: int = Field(8, ge=1, description="frames run through the model at once")
     engine_options: dict[str, str] = Field(default_factory=dict, description="engine-specific options (JSON)")
     # Live sessions (portrait services whose engine renders live): how many at once, and when an
-    # idle one ends. One 512 px, 25 fps session keeps about 0.16 of a core busy (bench/bench_live.py).
+    # idle one ends. One 512 px, 25 fps session keeps about 0.17 of a core busy (bench/bench_live.py).
     live_slots: int = Field(1, ge=0, description="live sessions this replica holds at once; 0: none")
     live_idle_timeout_s: float = Field(30.0, gt=0, description="a live session with no message this long ends")
 
