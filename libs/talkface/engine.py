@@ -270,7 +270,7 @@ class Engine:
         # never drags teeth or shadow from between them into the seam; a mouth caught
         # open, which rests shut, goes further in (FaceMesh draws its edges on the teeth)
         warper = R.Warper(img, M.lip_edges_inwards(rest, fields.frame, cap=0.02 if shut else 0.006),
-                          head_ring=moving, eyes=EyeModel(rest))
+                          head_ring=moving, eyes=EyeModel(rest, img))
         oh, ow = img.shape[:2]
         report = _Reporter(progress, "render", n)
         frames = self._frames(warper, interior)

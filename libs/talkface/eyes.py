@@ -7,12 +7,22 @@ It is done where the warp looks the portrait up (render.Warper's backward map): 
 pixel that the warp sends to the portrait's eye region is sent on, in the portrait, to
 where a closing lid would show it from, column by column across the eye:
 
-- above the margin, the lid's skin band (from `UPPER_BAND` above the margin down to the
+- above the margin, the lid's skin band (from the top of the visible lid down to the
   lashes) stretches down by the lid's travel, and the band of lashes at the margin moves
   down by the travel unstretched: the person's own lashes at the new margin;
 - between the new margins, the eye as it is (the iris covered where the lid has come,
   not moved), shifted by the gaze;
 - below, the lower lid's skin band stretches up by its (smaller) travel.
+
+The top of the visible lid is found on the portrait, column by column (`lid_skin`): going
+up from the lid's brightest skin, where it darkens into the brow's hair (or a glasses'
+rim), at most `UPPER_BAND` above the margin. On deep-set eyes the brow comes down to a few
+hundredths of the eye's width above the lashes, and FaceMesh draws its lower edge up in
+the hair, so only the picture tells: a band reaching into the brow would pull its hair down
+over the eye (a dark hairy band, not a lid). What stretches is then the lid's own skin.
+Known limit: where the whole socket is in the brow's shadow (obama_speaking), that skin is
+itself dark, so the shut lid is too; a remap can only move pixels, and lighter skin (under
+the eye) pasted in reads as a patch: such a lid needs its colour blended, not looked up.
 
 The lid's travel is the eye's opening times the closure (0 open .. 1 shut), `UPPER_SHARE`
 of it by the upper lid, so a shut eye is skin from corner to corner and no glint is left.
@@ -28,16 +38,21 @@ Gaze: the eye's content between the lids moves by a few hundredths of the eye's 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Optional
 
+import cv2
 import numpy as np
 
 from . import face as F
 from .prosody import PAUSE_LOUDNESS, phrase_ends
 
 UPPER_SHARE = 0.82  # of the lids' travel done by the upper lid
-UPPER_BAND = 0.24  # eye widths of lid skin above the margin that stretch over the eye
+UPPER_BAND = 0.24  # eye widths of lid skin above the margin that stretch over the eye, at most
+MIN_BAND = 0.08  # eye widths of it at least (where the brow comes lower, a little of it comes along)
+BROW_DARKER = 0.85  # the lid's skin ends where the picture falls below this share of its brightest
+LASH_DARKER = 0.6  # on a deep-set eye, lashes and the fold: darker than this share of the lid's brightest
+SHADOWED = 0.8  # lid skin over under-eye skin (luma) below which the lid is a deep-set eye's
 LASH_BAND = 0.03  # eye widths of lashes just above the margin, moved unstretched
 LASH_SKIP = 0.1  # eye widths above the margin where a shut lid's skin starts (above the lashes)
 LOWER_BAND = 0.14  # eye widths of lower-lid skin that stretch up
@@ -63,6 +78,10 @@ class _Eye:
     step: float
     upper: np.ndarray  # (_SAMPLES,) the upper margin's position along `down`
     lower: np.ndarray  # (_SAMPLES,)
+    reach: np.ndarray  # (_SAMPLES,) how far above the margin the lid's skin goes (pixels)
+    start: np.ndarray  # (_SAMPLES,) pixels above the margin where a shut lid's skin starts
+    lend: np.ndarray  # (_SAMPLES,) along the eye to the column a shut lid's skin comes from (pixels)
+    lift: np.ndarray  # (_SAMPLES,) that column's margin over this one's (pixels along `down`)
 
 
 def _eye(upper_pts: np.ndarray, lower_pts: np.ndarray) -> _Eye:
@@ -89,8 +108,64 @@ def _eye(upper_pts: np.ndarray, lower_pts: np.ndarray) -> _Eye:
     bottom = np.maximum(bottom, top)  # the lower margin is never above the upper one
     # the corners: both margins meet, so the lids have nowhere to travel there
     top[[0, -1]] = bottom[[0, -1]] = (top[[0, -1]] + bottom[[0, -1]]) / 2
+    reach = np.full(_SAMPLES, UPPER_BAND * width, np.float32)
+    start = np.full(_SAMPLES, LASH_SKIP * width, np.float32)
     return _Eye(origin, across, down, width, u0, (u1 - u0) / (_SAMPLES - 1),
-                top.astype(np.float32), bottom.astype(np.float32))
+                top.astype(np.float32), bottom.astype(np.float32), reach, start,
+                np.zeros(_SAMPLES, np.float32), np.zeros(_SAMPLES, np.float32))
+
+
+def lid_skin(grey: np.ndarray, e: _Eye) -> tuple:
+    """(reach, start, lend, lift), each (_SAMPLES,) pixels: how far above eye e's upper
+    margin the portrait `grey` (float32) shows the lid's skin, where a shut lid's skin
+    starts, and the offsets to the column it comes from (see _Eye).
+
+    Per column, up from the lid's brightest point (between the lashes and `UPPER_BAND`)
+    to where the picture falls below `BROW_DARKER` of it, smoothed across the eye, within
+    `MIN_BAND` .. `UPPER_BAND` eye widths. A shut lid's skin starts above the lashes
+    (`LASH_SKIP`); on a deep-set eye, where what shows above the lashes is much darker than
+    the skin under the eye (`SHADOWED`), above the last pixel below the brightest that is
+    darker than `LASH_DARKER` of it: thick lashes and the fold's shadow reach higher there,
+    and stretched over the eye they would draw dark streaks down it; a column that shows
+    no lid skin at all there (dark up to the brow) takes it from the nearest that does."""
+    from scipy.ndimage import median_filter
+
+    w = e.width
+    depth = np.arange(0.04, UPPER_BAND + 1e-6, 0.01) * w  # rows of the profile, above the margin
+    u = e.u0 + e.step * np.arange(_SAMPLES)
+
+    def profile(v: np.ndarray) -> np.ndarray:
+        x = (e.origin[0] + u[:, None] * e.across[0] + v * e.down[0]).astype(np.float32)
+        y = (e.origin[1] + u[:, None] * e.across[1] + v * e.down[1]).astype(np.float32)
+        return cv2.remap(grey, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    prof = profile(e.upper[:, None] - depth[None, :])
+    reach = np.full(_SAMPLES, UPPER_BAND * w)
+    found = np.zeros(_SAMPLES, bool)  # a lid's skin at least MIN_BAND deep
+    clear = np.zeros(_SAMPLES)  # above the last dark pixel (lashes, the fold) below the brightest
+    search = depth <= 0.2 * w  # the lid's skin is below this; higher up may be the brow already
+    for j in range(_SAMPLES):
+        p = prof[j]
+        k = int(np.argmax(np.where(search, p, -1.0)))
+        dark = np.nonzero(p[k:] < BROW_DARKER * p[k])[0]
+        if len(dark):
+            reach[j] = depth[k + int(dark[0])] - 0.5 * 0.01 * w
+        found[j] = reach[j] >= MIN_BAND * w
+        lashes = np.nonzero(p[:k] < LASH_DARKER * p[k])[0]
+        clear[j] = depth[int(lashes[-1]) + 1] if len(lashes) else 0.0
+    reach = np.clip(median_filter(reach, size=7, mode="nearest"), MIN_BAND * w, UPPER_BAND * w)
+    start = np.minimum(0.6 * reach, LASH_SKIP * w)
+    mid = slice(_SAMPLES // 4, 3 * _SAMPLES // 4)
+    lid = float(np.median(prof[mid][:, (depth >= LASH_SKIP * w) & search]))
+    under = float(np.median(profile(e.lower[:, None] + np.linspace(0.06, 0.2, 8)[None, :] * w)[mid]))
+    if lid < SHADOWED * under:
+        start = np.clip(median_filter(clear, size=5, mode="nearest"), start, reach - 0.03 * w)
+        if found.any():
+            have = np.nonzero(found)[0]
+            src = have[np.argmin(np.abs(np.arange(_SAMPLES)[:, None] - have[None, :]), axis=1)]
+            reach, start = reach[src], start[src]
+            return reach, start, (src - np.arange(_SAMPLES)) * e.step, e.upper[src] - e.upper
+    return reach, start, np.zeros(_SAMPLES), np.zeros(_SAMPLES)
 
 
 def _sorted(u: np.ndarray, v: np.ndarray) -> tuple:
@@ -99,12 +174,21 @@ def _sorted(u: np.ndarray, v: np.ndarray) -> tuple:
 
 
 class EyeModel:
-    """The two eyes of one portrait (468 rest landmarks), for closing lids and moving gaze."""
+    """The two eyes of one portrait (468 rest landmarks), for closing lids and moving gaze.
 
-    def __init__(self, rest: np.ndarray):
+    With the portrait (RGB) the lids' skin is measured on it (`lid_skin`); without, it is
+    taken as `UPPER_BAND` deep."""
+
+    def __init__(self, rest: np.ndarray, image: Optional[np.ndarray] = None):
         xy = np.asarray(rest, np.float64)[:, :2]
         self.eyes = [_eye(xy[list(up)], xy[list(lo)])
                      for up, lo in ((F.RIGHT_EYE_UPPER, F.RIGHT_EYE_LOWER), (F.LEFT_EYE_UPPER, F.LEFT_EYE_LOWER))]
+        if image is not None:
+            grey = cv2.GaussianBlur(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), (0, 0), 0.7)
+            grey = grey.astype(np.float32)
+            self.eyes = [replace(e, **{k: a.astype(np.float32) for k, a in zip(("reach", "start", "lend", "lift"),
+                                                                                  lid_skin(grey, e))})
+                         for e in self.eyes]
 
     def frame_box(self, k: int, dest: np.ndarray, shape: tuple) -> tuple:
         """(x0, y0, x1, y1) in a frame whose landmarks are `dest`: all that eye k's
@@ -145,9 +229,9 @@ class EyeModel:
         if key not in cache:
             e = self.eyes[k]
             if xp is np:
-                cache[key] = (e.upper, e.lower)
+                cache[key] = (e.upper, e.lower, e.reach, e.start, e.lend, e.lift)
             else:
-                cache[key] = tuple(xp.from_numpy(a).to(device) for a in (e.upper, e.lower))
+                cache[key] = tuple(xp.from_numpy(a).to(device) for a in (e.upper, e.lower, e.reach, e.start, e.lend, e.lift))
         return cache[key]
 
 
@@ -157,7 +241,7 @@ def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv) -> tuple:
 
     closure, gu and gv broadcast against sx (scalars, or (B, 1, 1) for a chunk of frames).
     Elementwise float32 arithmetic only, in the same order on both backends."""
-    upper, lower = tables
+    upper, lower, reaches, starts, lends, lifts = tables
     ox, oy = float(eye.origin[0]), float(eye.origin[1])
     ax, ay = float(eye.across[0]), float(eye.across[1])
     nx, ny = float(eye.down[0]), float(eye.down[1])
@@ -171,15 +255,20 @@ def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv) -> tuple:
     i = i.long() if hasattr(i, "long") else i.astype(np.int64)
     top = upper[i] * (1.0 - frac) + upper[i + 1] * frac
     bottom = lower[i] * (1.0 - frac) + lower[i + 1] * frac
+    reach = reaches[i] * (1.0 - frac) + reaches[i + 1] * frac  # the lid's skin above the margin
     gap = bottom - top
     d_up = closure * UPPER_SHARE * gap
     d_lo = closure * (1.0 - UPPER_SHARE) * gap
+    start = starts[i] * (1.0 - frac) + starts[i + 1] * frac
     # the lid's skin comes from above the lashes that curl up off the margin: the closer
-    # the lid is to shut, the higher (at 0 every position stays where it is)
+    # the lid is to shut, the higher (at 0 every position stays where it is), up to `start`
     # (and nothing where the lids meet at the corners, so the corners stay as they are)
-    skip = LASH_BAND * w + closure * (LASH_SKIP - LASH_BAND) * w * xp.clip(gap * (1.0 / (0.15 * w)), 0.0, 1.0)
-    band = (UPPER_BAND - LASH_BAND) * w  # where the lid skin goes, above the lashes
-    skin_top = top - UPPER_BAND * w
+    shut = closure * xp.clip(gap * (1.0 / (0.15 * w)), 0.0, 1.0)
+    skip = LASH_BAND * w + (start - LASH_BAND * w) * shut
+    lend = (lends[i] * (1.0 - frac) + lends[i + 1] * frac) * shut
+    lift = (lifts[i] * (1.0 - frac) + lifts[i + 1] * frac) * shut
+    band = reach - LASH_BAND * w  # where the lid skin goes, above the lashes
+    skin_top = top - reach
     lash_top = top - LASH_BAND * w + d_up  # where the lashes' band starts now
     margin = top + d_up
     low_margin = bottom - d_lo
@@ -189,18 +278,19 @@ def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv) -> tuple:
     a = xp.clip(s * (1.0 / 0.3), 0.0, 1.0)
     b = xp.clip((1.0 - s) * (1.0 / 0.3), 0.0, 1.0)
     bump = a * a * (3.0 - 2.0 * a) * (b * b * (3.0 - 2.0 * b))
-    top_skin = (UPPER_BAND * w - skip) / (band + d_up)
+    top_skin = (reach - skip) / (band + d_up)
     low_skin = low_band / (low_band + d_lo)
     shift_u, shift_v = gu * w * bump, gv * w * bump
 
     def source(q):
         """(u, v) in the portrait that frame position v = q of this column shows."""
         in_eye = (q >= margin) & (q < low_margin)
-        q2 = xp.where((q >= skin_top) & (q < lash_top), skin_top + (q - skin_top) * top_skin, q)
+        lid = (q >= skin_top) & (q < lash_top)
+        q2 = xp.where(lid, skin_top + (q - skin_top) * top_skin + lift, q)
         q2 = xp.where((q >= lash_top) & (q < margin), q - d_up, q2)
         q2 = xp.where(in_eye, q - shift_v, q2)
         q2 = xp.where((q >= low_margin) & (q < bottom + low_band), bottom + (q - low_margin) * low_skin, q2)
-        return xp.where(in_eye, u - shift_u, u), q2
+        return xp.where(in_eye, u - shift_u, xp.where(lid, u + lend, u)), q2
 
     u2, v2 = source(v)
     # elsewhere the positions stay exactly as they were

@@ -101,7 +101,7 @@ class LiveSession:
         self._jaw_rest = -shut / fields.gap_per_unit()
         # as generate(): the warp takes the lips from a little inside their inner edges
         self._warper = R.Warper(img, M.lip_edges_inwards(rest, fields.frame, cap=0.02 if shut else 0.006),
-                                head_ring=settings.dynamic_scale > 0, eyes=EyeModel(rest))
+                                head_ring=settings.dynamic_scale > 0, eyes=EyeModel(rest, img))
         self._block_frames = max(1, int(BLOCK_S * settings.fps))
         self._block = -1
         self._plan: Optional[M.MotionPlan] = None
