@@ -14,9 +14,9 @@ where a closing lid would show it from, column by column across the eye:
   not moved), shifted by the gaze;
 - below, the lower lid's skin band stretches up by its (smaller) travel.
 
-The top of the visible lid is found on the portrait, column by column (`lid_skin`): going
-up from the lid's brightest skin, where it darkens into the brow's hair (or a glasses'
-rim), at most `UPPER_BAND` above the margin. On deep-set eyes the brow comes down to a few
+On a deep-set eye the top of the visible lid is found on the portrait, column by column
+(`lid_skin`): going up from the lid's brightest skin, where it darkens into the brow's hair,
+at most `UPPER_BAND` above the margin. On deep-set eyes the brow comes down to a few
 hundredths of the eye's width above the lashes, and FaceMesh draws its lower edge up in
 the hair, so only the picture tells: a band reaching into the brow would pull its hair down
 over the eye (a dark hairy band, not a lid). What stretches is then the lid's own skin.
@@ -120,12 +120,13 @@ def lid_skin(grey: np.ndarray, e: _Eye) -> tuple:
     margin the portrait `grey` (float32) shows the lid's skin, where a shut lid's skin
     starts, and the offsets to the column it comes from (see _Eye).
 
-    Per column, up from the lid's brightest point (between the lashes and `UPPER_BAND`)
-    to where the picture falls below `BROW_DARKER` of it, smoothed across the eye, within
-    `MIN_BAND` .. `UPPER_BAND` eye widths. A shut lid's skin starts above the lashes
-    (`LASH_SKIP`); on a deep-set eye, where what shows above the lashes is much darker than
-    the skin under the eye (`SHADOWED`), above the last pixel below the brightest that is
-    darker than `LASH_DARKER` of it: thick lashes and the fold's shadow reach higher there,
+    A lid in the light (what shows above the lashes not much darker than the skin under
+    the eye: `SHADOWED`) keeps e's (`UPPER_BAND`, `LASH_SKIP`): its brow or glasses' rim
+    is above that. A deep-set eye's, in the brow's shadow: per column, up from the lid's
+    brightest point (between the lashes and 0.2 eye widths) to where the picture falls
+    below `BROW_DARKER` of it, smoothed across the eye, within `MIN_BAND` .. `UPPER_BAND`;
+    its skin starts above the last pixel below the brightest that is darker than
+    `LASH_DARKER` of it: thick lashes and the fold's shadow reach higher there,
     and stretched over the eye they would draw dark streaks down it; a column that shows
     no lid skin at all there (dark up to the brow) takes it from the nearest that does."""
     from scipy.ndimage import median_filter
@@ -153,19 +154,17 @@ def lid_skin(grey: np.ndarray, e: _Eye) -> tuple:
         found[j] = reach[j] >= MIN_BAND * w
         lashes = np.nonzero(p[:k] < LASH_DARKER * p[k])[0]
         clear[j] = depth[int(lashes[-1]) + 1] if len(lashes) else 0.0
-    reach = np.clip(median_filter(reach, size=7, mode="nearest"), MIN_BAND * w, UPPER_BAND * w)
-    start = np.minimum(0.6 * reach, LASH_SKIP * w)
     mid = slice(_SAMPLES // 4, 3 * _SAMPLES // 4)
     lid = float(np.median(prof[mid][:, (depth >= LASH_SKIP * w) & search]))
     under = float(np.median(profile(e.lower[:, None] + np.linspace(0.06, 0.2, 8)[None, :] * w)[mid]))
-    if lid < SHADOWED * under:
-        start = np.clip(median_filter(clear, size=5, mode="nearest"), start, reach - 0.03 * w)
-        if found.any():
-            have = np.nonzero(found)[0]
-            src = have[np.argmin(np.abs(np.arange(_SAMPLES)[:, None] - have[None, :]), axis=1)]
-            reach, start = reach[src], start[src]
-            return reach, start, (src - np.arange(_SAMPLES)) * e.step, e.upper[src] - e.upper
-    return reach, start, np.zeros(_SAMPLES), np.zeros(_SAMPLES)
+    if lid >= SHADOWED * under or not found.any():  # a lid in the light: as without the picture
+        return e.reach, e.start, e.lend, e.lift
+    reach = np.clip(median_filter(reach, size=7, mode="nearest"), MIN_BAND * w, UPPER_BAND * w)
+    start = np.clip(median_filter(clear, size=5, mode="nearest"), np.minimum(0.6 * reach, LASH_SKIP * w),
+                    reach - 0.03 * w)
+    have = np.nonzero(found)[0]
+    src = have[np.argmin(np.abs(np.arange(_SAMPLES)[:, None] - have[None, :]), axis=1)]
+    return reach[src], start[src], (src - np.arange(_SAMPLES)) * e.step, e.upper[src] - e.upper
 
 
 def _sorted(u: np.ndarray, v: np.ndarray) -> tuple:
