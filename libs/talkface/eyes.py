@@ -20,9 +20,9 @@ at most `UPPER_BAND` above the margin. On deep-set eyes the brow comes down to a
 hundredths of the eye's width above the lashes, and FaceMesh draws its lower edge up in
 the hair, so only the picture tells: a band reaching into the brow would pull its hair down
 over the eye (a dark hairy band, not a lid). What stretches is then the lid's own skin.
-Known limit: where the whole socket is in the brow's shadow (obama_speaking), that skin is
-itself dark, so the shut lid is too; a remap can only move pixels, and lighter skin (under
-the eye) pasted in reads as a patch: such a lid needs its colour blended, not looked up.
+Where the whole socket is in the brow's shadow (obama_speaking), that skin is itself
+dark, so a shut lid would be too (a dark band): its shade is blended toward the skin under
+the eye (lid_tone.py), by a weight `remap` gives each frame pixel of the shut lid's skin.
 
 The lid's travel is the eye's opening times the closure (0 open .. 1 shut), `UPPER_SHARE`
 of it by the upper lid, so a shut eye is skin from corner to corner and no glint is left.
@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from . import face as F
+from .lid_tone import lid_tone
 from .prosody import PAUSE_LOUDNESS, phrase_ends
 
 UPPER_SHARE = 0.82  # of the lids' travel done by the upper lid
@@ -58,6 +59,8 @@ LASH_SKIP = 0.1  # eye widths above the margin where a shut lid's skin starts (a
 LOWER_BAND = 0.14  # eye widths of lower-lid skin that stretch up
 LOWER_REACH = 0.035  # eye widths the eye reaches below FaceMesh's lower contour, mid-eye
 _SAMPLES = 48  # margin positions tabulated across each eye
+TONE_FADE = 0.1  # eye widths either side of the open eye's margin over which a shadowed lid's tone fades out
+TONE_LASHES = 0.04  # eye widths above the lashes over which it fades into them
 EDGE = 0.75  # pixels over which the source runs across from one part of the lids to the next
 
 # Blink timing (seconds): closing, held shut, opening; and the gaps between blinks.
@@ -82,6 +85,8 @@ class _Eye:
     start: np.ndarray  # (_SAMPLES,) pixels above the margin where a shut lid's skin starts
     lend: np.ndarray  # (_SAMPLES,) along the eye to the column a shut lid's skin comes from (pixels)
     lift: np.ndarray  # (_SAMPLES,) that column's margin over this one's (pixels along `down`)
+    tone: Optional[np.ndarray] = None  # (2, 3) a shadowed lid's [gain, offset] (lid_tone.py)
+    toned: Optional[np.ndarray] = None  # (_SAMPLES,) how much of it each column takes
 
 
 def _eye(upper_pts: np.ndarray, lower_pts: np.ndarray) -> _Eye:
@@ -185,9 +190,16 @@ class EyeModel:
         if image is not None:
             grey = cv2.GaussianBlur(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), (0, 0), 0.7)
             grey = grey.astype(np.float32)
-            self.eyes = [replace(e, **{k: a.astype(np.float32) for k, a in zip(("reach", "start", "lend", "lift"),
-                                                                                  lid_skin(grey, e))})
-                         for e in self.eyes]
+            eyes = []
+            for e in self.eyes:
+                skin = lid_skin(grey, e)
+                e2 = replace(e, **{k: a.astype(np.float32) for k, a in zip(("reach", "start", "lend", "lift"), skin)})
+                if skin[0] is not e.reach:  # measured: a deep-set eye's lid, in the shadow
+                    shade = lid_tone(np.ascontiguousarray(image), e2, _SAMPLES)
+                    if shade is not None:
+                        e2 = replace(e2, tone=shade[0], toned=shade[1])
+                eyes.append(e2)
+            self.eyes = eyes
 
     def frame_box(self, k: int, dest: np.ndarray, shape: tuple) -> tuple:
         """(x0, y0, x1, y1) in a frame whose landmarks are `dest`: all that eye k's
@@ -202,13 +214,16 @@ class EyeModel:
         y1 = int(math.ceil(p[:, 1].max() + (LOWER_BAND + 0.08) * e.width + 4))
         return max(0, x0), max(0, y0), min(shape[1], x1), min(shape[0], y1)
 
-    def remap_numpy(self, m: np.ndarray, roi: tuple, dest: np.ndarray, state: np.ndarray) -> None:
+    def remap_numpy(self, m: np.ndarray, roi: tuple, dest: np.ndarray, state: np.ndarray) -> list:
         """Send the eye pixels of one frame's backward map `m` (over `roi`, as
         render.Warper builds it) to where closed lids and the gaze show them from, in place.
-        `state` is (closure, gaze across, gaze down), the gaze in eye widths."""
+        `state` is (closure, gaze across, gaze down), the gaze in eye widths. Returns the
+        shades to blend into the rendered frame, per shadowed lid: (x0, y0, x1, y1, weight
+        (y1 - y0, x1 - x0) float32, tone) for lid_tone.apply."""
         closure, gu, gv = (float(x) for x in state)
+        tones: list = []
         if closure <= 0.0 and gu == 0.0 and gv == 0.0:
-            return
+            return tones
         rx0, ry0, rx1, ry1 = roi
         for k, e in enumerate(self.eyes):
             x0, y0, x1, y1 = self.frame_box(k, dest, (ry1, rx1))
@@ -216,10 +231,14 @@ class EyeModel:
             if x1 <= x0 or y1 <= y0:
                 continue
             sub = m[y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
-            sx, sy = remap(np, sub[..., 0], sub[..., 1], e, self.tables(k, np),
-                           np.float32(closure), np.float32(gu), np.float32(gv))
-            sub[..., 0] = sx
-            sub[..., 1] = sy
+            toned = e.tone is not None and closure > 0.0
+            out = remap(np, sub[..., 0], sub[..., 1], e, self.tables(k, np),
+                        np.float32(closure), np.float32(gu), np.float32(gv), weight=toned)
+            if toned:
+                tones.append((x0, y0, x1, y1, out[2], e.tone))
+            sub[..., 0] = out[0]
+            sub[..., 1] = out[1]
+        return tones
 
     def tables(self, k: int, xp: Any, device: Any = None) -> tuple:
         """Eye k's margins as arrays of the backend `xp` (numpy, or torch on `device`)."""
@@ -227,20 +246,22 @@ class EyeModel:
         cache = self.__dict__.setdefault("_tables", {})
         if key not in cache:
             e = self.eyes[k]
-            if xp is np:
-                cache[key] = (e.upper, e.lower, e.reach, e.start, e.lend, e.lift)
-            else:
-                cache[key] = tuple(xp.from_numpy(a).to(device) for a in (e.upper, e.lower, e.reach, e.start, e.lend, e.lift))
+            arrays = (e.upper, e.lower, e.reach, e.start, e.lend, e.lift,
+                      np.zeros(_SAMPLES, np.float32) if e.toned is None else e.toned)
+            cache[key] = arrays if xp is np else tuple(xp.from_numpy(a).to(device) for a in arrays)
         return cache[key]
 
 
-def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv) -> tuple:
+def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv, weight: bool = False) -> tuple:
     """The portrait positions (sx, sy) (float32 arrays of numpy or torch: `xp`) moved to
-    where a lid closed by `closure` and a gaze of (gu, gv) eye widths show them from.
+    where a lid closed by `closure` and a gaze of (gu, gv) eye widths show them from; with
+    `weight`, also how much of a shadowed lid's tone each pixel takes (lid_tone.apply): as
+    shut as the lid is there, over the eye only (fading out above the open eye's margin,
+    so the socket under the brow stays in its shadow) and fading into the lashes.
 
     closure, gu and gv broadcast against sx (scalars, or (B, 1, 1) for a chunk of frames).
     Elementwise float32 arithmetic only, in the same order on both backends."""
-    upper, lower, reaches, starts, lends, lifts = tables
+    upper, lower, reaches, starts, lends, lifts, toned = tables
     ox, oy = float(eye.origin[0]), float(eye.origin[1])
     ax, ay = float(eye.across[0]), float(eye.across[1])
     nx, ny = float(eye.down[0]), float(eye.down[1])
@@ -294,7 +315,13 @@ def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv) -> tuple:
     u2, v2 = source(v)
     # elsewhere the positions stay exactly as they were
     hit = (v >= skin_top) & (v < bottom + low_band) & (u >= eye.u0) & (u <= eye.u0 + eye.step * (_SAMPLES - 1))
-    return xp.where(hit, ox + u2 * ax + v2 * nx, sx), xp.where(hit, oy + u2 * ay + v2 * ny, sy)
+    out = (xp.where(hit, ox + u2 * ax + v2 * nx, sx), xp.where(hit, oy + u2 * ay + v2 * ny, sy))
+    if not weight:
+        return out
+    a = xp.clip((v - top) * (1.0 / (2.0 * TONE_FADE * w)) + 0.5, 0.0, 1.0)
+    b = xp.clip((lash_top - v) * (1.0 / (TONE_LASHES * w)), 0.0, 1.0)
+    tone = shut * (toned[i] * (1.0 - frac) + toned[i + 1] * frac) * (a * a * (3.0 - 2.0 * a)) * (b * b * (3.0 - 2.0 * b))
+    return out + (xp.where(hit & (v >= skin_top) & (v < lash_top), tone, 0.0 * tone),)
 
 
 # --------------------------------------------------------------------------- the plan

@@ -27,6 +27,7 @@ from scipy.spatial import Delaunay
 
 from . import anchors as A
 from . import face as F
+from . import lid_tone
 from .eyes import EyeModel
 
 # Detail finer than this blur (pixels) is carried through the warp from the nearest source pixel.
@@ -297,6 +298,7 @@ class Warper:
         The map is a buffer of this Warper, valid until the next call.
         """
         aff, v = self._triangle_affines(np.asarray(dest, np.float32)[:, :2])
+        self._tones: list = []  # shadowed lids' shades, blended in by _resample
         m = self._map
         # identity first: a pixel no triangle claims (only where the mesh folded) stays put
         np.copyto(m, self.ident)
@@ -305,7 +307,7 @@ class Warper:
         if self._guard is not None:
             self._keep_lips_off_the_opening(m, np.asarray(dest, np.float32)[:, :2])
         if self.eyes is not None and eyes is not None:
-            self.eyes.remap_numpy(m, self.roi, dest, eyes)
+            self._tones = self.eyes.remap_numpy(m, self.roi, dest, eyes)
         return m
 
     def _keep_lips_off_the_opening(self, m: np.ndarray, dest: np.ndarray) -> None:
@@ -351,6 +353,8 @@ class Warper:
         smooth = cv2.remap(self._smooth, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         fine = cv2.remap(self._fine, m1, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
         out[y0:y1, x0:x1] = cv2.addWeighted(smooth, 1.0, fine, 1.0, -128.0)
+        for bx0, by0, bx1, by1, weight, tone in getattr(self, "_tones", ()):
+            out[by0:by1, bx0:bx1] = lid_tone.apply(np, out[by0:by1, bx0:bx1], weight, tone)
         return out
 
     def warp_with_mask(self, dest: np.ndarray, min_move: float = 0.5) -> tuple:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as TF
 
 from . import face as F
+from . import lid_tone
 from .eyes import remap
 from .render import Warper
 
@@ -99,6 +100,7 @@ class TorchWarper:
         m = m.reshape(b, self.rh, self.rw, 2)
         if self._guard is not None:
             self._keep_lips_off_the_opening(m, dests)
+        self._tones: list = []  # shadowed lids' shades, blended in by warp (lid_tone.apply)
         if self.warper.eyes is not None and eyes is not None:
             self._eyes(m, dests, np.asarray(eyes, np.float32))
         return m
@@ -120,9 +122,13 @@ class TorchWarper:
             if x1 <= x0 or y1 <= y0:
                 continue
             sub = m[idx, y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
-            sx, sy = remap(torch, sub[..., 0], sub[..., 1], eye, model.tables(k, torch, self.device),
-                           state[:, 0], state[:, 1], state[:, 2])
-            m[idx, y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0] = torch.stack([sx, sy], -1)
+            toned = eye.tone is not None
+            out = remap(torch, sub[..., 0], sub[..., 1], eye, model.tables(k, torch, self.device),
+                        state[:, 0], state[:, 1], state[:, 2], weight=toned)
+            m[idx, y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0] = torch.stack(out[:2], -1)
+            if toned:
+                tone = torch.from_numpy(eye.tone).to(self.device)
+                self._tones.append((idx, x0, y0, x1, y1, out[2], tone))
 
     def _spans(self, v: np.ndarray, aff: np.ndarray) -> tuple:
         """The numba scan for frame triangles `v` (B, M, 3, 2) and their affines `aff` (B, M, 6).
@@ -243,6 +249,10 @@ class TorchWarper:
         x0, y0, x1, y1 = self.warper.roi
         maps = self.maps(dests, eyes)
         out = self.image[None].repeat(len(dests), 1, 1, 1)
-        out[:, y0:y1, x0:x1] = self.resample(maps)
+        roi = self.resample(maps)
+        for idx, bx0, by0, bx1, by1, weight, tone in self._tones:
+            box = roi[idx, by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]
+            roi[idx, by0 - y0:by1 - y0, bx0 - x0:bx1 - x0] = lid_tone.apply(torch, box, weight, tone)
+        out[:, y0:y1, x0:x1] = roi
         return out, maps
 
