@@ -143,30 +143,42 @@ class ShutEyeColour:
 
     to_lid: float  # the shut eye's region against the lid skin above it
     to_open_eye: float  # the shut eye's region against the same region with the eye open
+    # lightness (L*): the skin above the open eye (lid skin, or a deep-set eye's socket in
+    # the brow's shadow), the shut eye's region, and the skin under the eye
+    above: float = 0.0
+    shut: float = 0.0
+    under: float = 0.0
 
 
 def shut_eye_colour(open_frame: np.ndarray, open_marks: np.ndarray, shut_frame: np.ndarray) -> ShutEyeColour:
     """Compare the eye region (the open eye's lids' outline, both eyes) of a frame with the
     eye shut against the lid skin just above it (from 0.1 to 0.22 eye widths above the
     upper lid of the open eye: above the lashes, below a brow or a glasses' rim) and
-    against the open eye's own region."""
+    against the open eye's own region; with the lightness of those and of the skin under
+    the eye (from 0.06 to 0.2 eye widths below the lower lid)."""
     h, w = open_frame.shape[:2]
     eye_mask = np.zeros((h, w), np.uint8)
     lid_mask = np.zeros((h, w), np.uint8)
+    under_mask = np.zeros((h, w), np.uint8)
     xy = np.asarray(open_marks, np.float64)[:, :2]
-    for group, upper, (a, b) in ((F.RIGHT_EYE, F.RIGHT_EYE_UPPER, F.RIGHT_EYE_CORNERS),
-                                 (F.LEFT_EYE, F.LEFT_EYE_UPPER, F.LEFT_EYE_CORNERS)):
+    for group, upper, lower, (a, b) in ((F.RIGHT_EYE, F.RIGHT_EYE_UPPER, F.RIGHT_EYE_LOWER, F.RIGHT_EYE_CORNERS),
+                                        (F.LEFT_EYE, F.LEFT_EYE_UPPER, F.LEFT_EYE_LOWER, F.LEFT_EYE_CORNERS)):
         cv2.fillPoly(eye_mask, [np.round(xy[list(group)]).astype(np.int32)], 1)
         width = float(np.linalg.norm(xy[a] - xy[b]))
         up = xy[list(upper)[1:-1]]
         band = np.concatenate([up - (0, 0.1 * width), (up - (0, 0.22 * width))[::-1]])
         cv2.fillPoly(lid_mask, [np.round(band).astype(np.int32)], 1)
+        low = xy[list(lower)[1:-1]]
+        band = np.concatenate([low + (0, 0.06 * width), (low + (0, 0.2 * width))[::-1]])
+        cv2.fillPoly(under_mask, [np.round(band).astype(np.int32)], 1)
     eye_mask = cv2.erode(eye_mask, np.ones((3, 3), np.uint8)).astype(bool)
     lid_mask = lid_mask.astype(bool) & ~eye_mask
     shut = np.median(_lab(shut_frame[eye_mask]), 0)
     lid = np.median(_lab(shut_frame[lid_mask]), 0)
     opened = np.median(_lab(open_frame[eye_mask]), 0)
-    return ShutEyeColour(float(np.linalg.norm(shut - lid)), float(np.linalg.norm(shut - opened)))
+    under = np.median(_lab(open_frame[under_mask.astype(bool) & ~eye_mask]), 0)
+    return ShutEyeColour(float(np.linalg.norm(shut - lid)), float(np.linalg.norm(shut - opened)),
+                         float(np.median(_lab(open_frame[lid_mask])[:, 0])), float(shut[0]), float(under[0]))
 
 
 # --------------------------------------------------------------------------- the head

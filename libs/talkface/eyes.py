@@ -59,8 +59,8 @@ LASH_SKIP = 0.1  # eye widths above the margin where a shut lid's skin starts (a
 LOWER_BAND = 0.14  # eye widths of lower-lid skin that stretch up
 LOWER_REACH = 0.035  # eye widths the eye reaches below FaceMesh's lower contour, mid-eye
 _SAMPLES = 48  # margin positions tabulated across each eye
-TONE_FADE = 0.1  # eye widths either side of the open eye's margin over which a shadowed lid's tone fades out
-TONE_LASHES = 0.04  # eye widths above the lashes over which it fades into them
+TONE_FADE = 0.14  # eye widths above the open eye's margin over which a shadowed lid's tone fades out
+TONE_LASHES = 0.02  # eye widths above the lashes over which it fades into them
 EDGE = 0.75  # pixels over which the source runs across from one part of the lids to the next
 
 # Blink timing (seconds): closing, held shut, opening; and the gaps between blinks.
@@ -318,7 +318,7 @@ def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv, weight: bo
     out = (xp.where(hit, ox + u2 * ax + v2 * nx, sx), xp.where(hit, oy + u2 * ay + v2 * ny, sy))
     if not weight:
         return out
-    a = xp.clip((v - top) * (1.0 / (2.0 * TONE_FADE * w)) + 0.5, 0.0, 1.0)
+    a = xp.clip((v - top) * (1.0 / (TONE_FADE * w)) + 1.0, 0.0, 1.0)
     b = xp.clip((lash_top - v) * (1.0 / (TONE_LASHES * w)), 0.0, 1.0)
     tone = shut * (toned[i] * (1.0 - frac) + toned[i + 1] * frac) * (a * a * (3.0 - 2.0 * a)) * (b * b * (3.0 - 2.0 * b))
     return out + (xp.where(hit & (v >= skin_top) & (v < lash_top), tone, 0.0 * tone),)
