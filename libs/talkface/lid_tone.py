@@ -4,14 +4,15 @@ A blink (eyes.py) brings the upper lid's own skin down over the eye. Where the w
 lies in the brow's shadow (lid skin much darker than the skin under the eye: eyes.SHADOWED),
 that skin is nearly as dark as the iris, so a shut eye would read as a dark band, not a lid.
 A real lid closing there bulges forward into the light, so its shade is brought toward the
-skin under the eye: per colour channel, c -> gain * c + offset, with the lid's median going
-to `LID_TONE` of the under-eye skin's and its texture (pores, lash streaks) kept, scaled by
-the square root of the gain (a full gain would triple the grain of a dark lid).
+skin under the eye: per colour channel, c -> gain * c + offset, the lid's median going to
+`LID_TONE` of the under-eye skin's brightness, its hue halfway from its own to that skin's,
+and its texture (pores, lash streaks) kept, its contrast scaled by the gain: the square root
+of the full ratio (which would triple the grain of a dark lid).
 
 The tone is computed once per portrait (`lid_tone`); per frame, eyes.remap gives each frame
-pixel a weight (0 .. 1: how shut the lid is there, fading out towards the brow, the lashes
-and the corners), and `apply` blends the rendered pixels by it. Both render paths (numpy
-and torch) run the same `apply`.
+pixel a weight (0 .. 1.5: how shut the lid is there, times its column's weight, fading out
+towards the brow, the lashes and the corners), and `apply` blends the rendered pixels by
+it. Both render paths (numpy and torch) run the same `apply`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import median_filter
 
-LID_TONE = 0.7  # a shut lid's median over the under-eye skin's, per colour channel
+LID_TONE = 0.7  # a shut lid's median brightness (luma) over the under-eye skin's
 
 
 def _samples(rgb: np.ndarray, e: Any, u: np.ndarray, v: np.ndarray) -> np.ndarray:

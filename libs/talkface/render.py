@@ -197,6 +197,7 @@ class Warper:
         self.ident = np.ascontiguousarray(np.stack(np.meshgrid(ix, iy), -1))
         self._map = np.empty_like(self.ident)
         self._guard = self._opening_guard()
+        self._tones: list = []  # this frame's shadowed lids' shades (EyeModel.remap_numpy), for _resample
 
     def _opening_guard(self) -> Optional[tuple]:
         """Where the picture's mouth is open: its box, which pixels of the box lie in the
@@ -298,7 +299,7 @@ class Warper:
         The map is a buffer of this Warper, valid until the next call.
         """
         aff, v = self._triangle_affines(np.asarray(dest, np.float32)[:, :2])
-        self._tones: list = []  # shadowed lids' shades, blended in by _resample
+        self._tones = []
         m = self._map
         # identity first: a pixel no triangle claims (only where the mesh folded) stays put
         np.copyto(m, self.ident)
@@ -353,7 +354,7 @@ class Warper:
         smooth = cv2.remap(self._smooth, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         fine = cv2.remap(self._fine, m1, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
         out[y0:y1, x0:x1] = cv2.addWeighted(smooth, 1.0, fine, 1.0, -128.0)
-        for bx0, by0, bx1, by1, weight, tone in getattr(self, "_tones", ()):
+        for bx0, by0, bx1, by1, weight, tone in self._tones:
             out[by0:by1, bx0:bx1] = lid_tone.apply(np, out[by0:by1, bx0:bx1], weight, tone)
         return out
 
