@@ -25,6 +25,7 @@ from services.live_client import LiveClient, LiveError
 from services.voice.server import VoiceSettings, create_voice_server
 from tests import servers
 from tests.echofu.conftest import ChatServer
+from tests.live.person_video import write_person_video
 
 KEY = "live-test-key"
 SIZE = 256
@@ -235,19 +236,11 @@ def test_the_cli_plays_a_wav_into_a_session_and_saves_the_face(site, lips_togeth
 
 
 def test_a_person_model_of_the_callers_own_speaks(site, lips_together_portrait, tmp_path):
-    import cv2
-
-    from libs.talkface.encode import VideoWriter
     from services.gateway.auth import key_id
     from services.gateway.echofu_store import Space
 
     url, _, store = site
-    rgb = cv2.cvtColor(cv2.imread(lips_together_portrait), cv2.COLOR_BGR2RGB)
-    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
-    writer = VideoWriter(str(tmp_path / "base.mp4"), w, h, 25)
-    for _ in range(5):
-        writer.write(np.ascontiguousarray(rgb[:h, :w]))
-    writer.close()
+    write_person_video(lips_together_portrait, str(tmp_path / "base.mp4"))
     prefix = Space.of(key_id(KEY)).model_prefix("person", "p1")
     store.put_file(prefix + "base.mp4", str(tmp_path / "base.mp4"))
     store.put_bytes(prefix + "model.json", b"{}")

@@ -22,6 +22,7 @@ from libs.talkface.live import i420_to_rgb
 from services.echomimic.server import EchoMimicSettings, create_echomimic_server
 from talkserve.live.v1 import live_pb2
 from talkserve.worker.v1 import worker_pb2, worker_pb2_grpc
+from tests.live.person_video import write_person_video
 from tests.servers import fresh_bucket
 
 SIZE = 256
@@ -177,14 +178,7 @@ def test_odd_sized_audio_is_refused(channel):
 
 
 def test_a_person_models_video_gives_the_face(channel, store, lips_together_portrait, tmp_path, speech):
-    from libs.talkface.encode import VideoWriter
-
-    rgb = cv2.cvtColor(cv2.imread(lips_together_portrait), cv2.COLOR_BGR2RGB)
-    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
-    writer = VideoWriter(str(tmp_path / "base.mp4"), w, h, 25)
-    for _ in range(5):
-        writer.write(np.ascontiguousarray(rgb[:h, :w]))
-    writer.close()
+    write_person_video(lips_together_portrait, str(tmp_path / "base.mp4"))
     store.put_file("people/p1/base.mp4", str(tmp_path / "base.mp4"))
 
     call = LiveCall(channel, open_request(person_model="people/p1", width=SIZE, height=SIZE), timeout=60)
