@@ -21,9 +21,6 @@ from libs.talkface import api
 
 DOMAIN = "talkserve"
 
-_CLIENT_FAULTS = (api.BadImageError, api.NoFaceError, api.FaceTurnedError, api.MouthNotOnLipsError,
-                  api.BadAudioError, api.BadVideoError)
-
 
 class InvalidRequest(Exception):
     """A request field is out of range or inconsistent."""
@@ -56,7 +53,7 @@ def status_for(exc: BaseException, service: Classifier | None = None) -> Failure
         return failure
     if isinstance(exc, api.Cancelled):
         return Failure(grpc.StatusCode.CANCELLED, exc.code, str(exc) or "cancelled")
-    if isinstance(exc, _CLIENT_FAULTS):
+    if isinstance(exc, api.InputError):
         return Failure(grpc.StatusCode.INVALID_ARGUMENT, exc.code, str(exc))
     if isinstance(exc, api.TalkfaceError):
         return Failure(grpc.StatusCode.INTERNAL, exc.code, str(exc))

@@ -20,13 +20,18 @@ class TalkfaceError(Exception):
     code = "engine_error"
 
 
-class BadImageError(TalkfaceError):
+class InputError(TalkfaceError):
+    """The caller's input is at fault (an image, face, sound or video the engine cannot use):
+    the job fails as the client's error, and trying again will not help."""
+
+
+class BadImageError(InputError):
     """The portrait cannot be decoded as an image."""
 
     code = "bad_image"
 
 
-class NoFaceError(TalkfaceError):
+class NoFaceError(InputError):
     """No face was found where one is required."""
 
     code = "no_face"
@@ -38,25 +43,25 @@ class NoSuchFaceError(NoFaceError):
     code = "no_such_face"
 
 
-class FaceTurnedError(TalkfaceError):
+class FaceTurnedError(InputError):
     """The face is turned further (yaw or pitch) than the engine can animate."""
 
     code = "face_turned"
 
 
-class MouthNotOnLipsError(TalkfaceError):
+class MouthNotOnLipsError(InputError):
     """The face mesh's mouth could not be placed on the face's lips (covered mouth, bad fit)."""
 
     code = "mouth_not_on_lips"
 
 
-class BadAudioError(TalkfaceError):
+class BadAudioError(InputError):
     """The audio cannot be decoded or holds no samples."""
 
     code = "bad_audio"
 
 
-class BadVideoError(TalkfaceError):
+class BadVideoError(InputError):
     """The video cannot be decoded or holds no frames."""
 
     code = "bad_video"

@@ -36,7 +36,7 @@ class PortraitRefused(Exception):
 
 
 class PortraitChecker:
-    """The face models, loaded on first use, behind a lock (a LiteRT interpreter is not re-entrant)."""
+    """The face models, loaded once on first use (FaceAnalyzer serialises its LiteRT calls itself)."""
 
     def __init__(self, max_turn_degrees: float = 45.0, models_dir: str | None = None):
         self.max_turn = max_turn_degrees
@@ -55,5 +55,5 @@ class PortraitChecker:
         try:
             rgb = load_image(path)
             return choose_face(self._face(), rgb, face_index, face_box, self.max_turn)
-        except (api.NoFaceError, api.FaceTurnedError, api.MouthNotOnLipsError, api.BadImageError) as exc:
+        except api.InputError as exc:  # what choose_face and load_image raise for the client's portrait
             raise PortraitRefused(exc.code, str(exc)) from exc
