@@ -67,11 +67,19 @@ def _check_stop(should_stop: Optional[StopFn]) -> None:
         raise Cancelled("the job was cancelled")
 
 
-def _pad_to(samples: np.ndarray, seconds: float) -> np.ndarray:
+# Sound past the last frame that the mouth still hears: the smoothing's reach and the
+# anticipation of the next phone (audio.SETTLE_S) with room to spare.
+_TAIL_S = 1.0
+
+
+def _fit_to(samples: np.ndarray, seconds: float) -> np.ndarray:
+    """`samples` padded with silence to `seconds`, or cut to `seconds` + _TAIL_S: a job
+    that shows only the start of a long sound (max_frames, duration) must not wait for
+    the phones of the rest to be recognised."""
     need = int(math.ceil(seconds * SAMPLE_RATE))
     if need > len(samples):
         return np.concatenate([samples, np.zeros(need - len(samples), np.float32)])
-    return samples
+    return samples[:need + int(_TAIL_S * SAMPLE_RATE)]
 
 
 class _NumbaFrames:
@@ -247,7 +255,7 @@ class Engine:
         n = max(1, int(round(duration * fps)))
         if job.max_frames:
             n = max(1, min(n, int(job.max_frames)))
-        samples = _pad_to(samples, n / fps)
+        samples = _fit_to(samples, n / fps)
         # The mouth comes span by span while the phones are recognised in the background;
         # head motion follows the loudness, known at once.
         spans = _audio.mouth_track_stream(samples, fps, n, recognise=self.phones)

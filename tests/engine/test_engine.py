@@ -102,6 +102,27 @@ def test_frame_count_rules(engine, portrait_path, speech, tmp_path):
     assert r.frames == round((seconds + 1) * 12) == len(frames_of(tmp_path / "c.mp4"))
 
 
+def test_a_short_job_on_a_long_sound_recognises_only_what_it_shows(engine, portrait_path, speech, tmp_path,
+                                                                   monkeypatch):
+    """A preview of the first second of a long recording must not wait for the phones of
+    the rest: the recogniser hears the frames' sound and at most a second more."""
+    from libs.talkface import phones
+
+    from .conftest import write_wav
+
+    wav, seconds = speech
+    long_wav = write_wav(tmp_path / "long.wav", np.tile(audio.load_audio(wav), 10) * 32767, 16000)
+    heard = []
+
+    def recognise(pieces):
+        heard.extend(len(p) / 16000 for p in pieces)
+        return phones.recognise_in_turn(pieces)
+
+    monkeypatch.setattr(engine, "phones", recognise)
+    assert engine.generate(job(portrait_path, long_wav, tmp_path / "a.mp4", duration=1.0)).frames == 24
+    assert 1.0 <= sum(heard) <= 2.0, f"the recogniser heard {sum(heard):.1f} s of a {10 * seconds:.0f} s sound"
+
+
 def test_default_size_keeps_the_aspect(engine, astronaut, speech, tmp_path):
     path = tmp_path / "wide.jpg"
     cv2.imwrite(str(path), cv2.cvtColor(astronaut[64:448], cv2.COLOR_RGB2BGR))  # 512 x 384
