@@ -35,6 +35,11 @@ def _new_decoder():
         # phones barely change (98.7 % of the sequence) and neither do the scores (lip-sync
         # r 0.678 -> 0.682, M/B/P and rounding both still pass by the same margins).
         lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10,
+        # Each frame scored on its 2 best Gaussians instead of 4: a quarter less CPU on the
+        # shared real speech (0.60 -> 0.46 s for 50 s) with the same frame accuracy against
+        # its alignments (51 %, and 59 % of M/B/P frames labelled M/B/P, as before); 15 %
+        # less on espeak-ng speech, whose phones change on 7 % of the frames.
+        topn=2,
         # PocketSphinx's own dither draws from a generator that carries across utterances,
         # so the same audio would give different phones; recognise_phones dithers instead.
         dither=False,
