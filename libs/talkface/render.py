@@ -132,11 +132,50 @@ def _scan_triangles(m: np.ndarray, x0: int, y0: int, tri: np.ndarray, aff: np.nd
                 row[x - x0, 1] = a3 * x + sy
 
 
+@_compiled
+def _affines(pts: np.ndarray, rest: np.ndarray, simplices: np.ndarray, rest_det: np.ndarray,
+             aff: np.ndarray, v: np.ndarray, bad: np.ndarray) -> None:
+    """Per triangle k, the affine `aff[k]` (a0..a5, see _scan_triangles) taking its frame
+    pixels (`pts`, all warp points in the frame) back to its rest pixels (`rest`), its frame
+    vertices into `v[k]`, and `bad[k]` where it has collapsed (|det| < max(1e-3, 5 % of
+    its rest `rest_det`)); a collapsed triangle's affine is left for the caller to borrow."""
+    for k in range(simplices.shape[0]):
+        i0, i1, i2 = simplices[k, 0], simplices[k, 1], simplices[k, 2]
+        x0, y0 = np.float64(pts[i0, 0]), np.float64(pts[i0, 1])
+        x1, y1 = np.float64(pts[i1, 0]), np.float64(pts[i1, 1])
+        x2, y2 = np.float64(pts[i2, 0]), np.float64(pts[i2, 1])
+        v[k, 0, 0], v[k, 0, 1] = pts[i0, 0], pts[i0, 1]
+        v[k, 1, 0], v[k, 1, 1] = pts[i1, 0], pts[i1, 1]
+        v[k, 2, 0], v[k, 2, 1] = pts[i2, 0], pts[i2, 1]
+        e0x, e0y = x0 - x2, y0 - y2
+        e1x, e1y = x1 - x2, y1 - y2
+        det = e0x * e1y - e1x * e0y
+        if abs(det) < max(1e-3, 0.05 * rest_det[k]):
+            bad[k] = True
+            continue
+        bad[k] = False
+        inv = 1.0 / det
+        # barycentrics l0, l1 as affine functions of (x, y): l = b[0] * x + b[1] * y + c
+        b00, b01 = e1y * inv, -e1x * inv
+        b10, b11 = -e0y * inv, e0x * inv
+        c0 = -(b00 * x2 + b01 * y2)
+        c1 = -(b10 * x2 + b11 * y2)
+        for row in range(2):
+            r2 = np.float64(rest[i2, row])
+            f0 = rest[i0, row] - r2
+            f1 = rest[i1, row] - r2
+            aff[k, 3 * row + 0] = f0 * b00 + f1 * b10
+            aff[k, 3 * row + 1] = f0 * b01 + f1 * b11
+            aff[k, 3 * row + 2] = r2 + f0 * c0 + f1 * c1
+
+
 def compile_kernels() -> None:
     """Compile (or load from numba's cache) the warp's scan now, so the first frame of the
     first job does not wait for it."""
     _scan_triangles(np.zeros((2, 2, 2), np.float32), 0, 0, np.zeros((1, 3, 2), np.float32),
                     np.zeros((1, 6), np.float32))
+    _affines(np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32), np.zeros((1, 3), np.int32),
+             np.zeros(1, np.float32), np.zeros((1, 6), np.float32), np.zeros((1, 3, 2), np.float32), np.zeros(1, bool))
 
 
 class Warper:
@@ -246,28 +285,12 @@ class Warper:
         frame vertex positions (T, 3, 2)."""
         pts = self.all_rest.copy()
         pts[:self.n_mesh] = dest[self.vert]
-        v = pts[self.simplices]  # (T, 3, 2) frame positions
-        r = self.all_rest[self.simplices]  # (T, 3, 2) rest positions
-        e0 = v[:, 0] - v[:, 2]
-        e1 = v[:, 1] - v[:, 2]
-        det = e0[:, 0] * e1[:, 1] - e1[:, 0] * e0[:, 1]
+        t = len(self.simplices)
+        aff, v, bad = np.empty((t, 6), np.float32), np.empty((t, 3, 2), np.float32), np.empty(t, bool)
         # A triangle squeezed to a sliver (lips or lids shut) has a huge inverse: a pixel
         # just inside it would sample far away. It takes a neighbour's affine instead,
         # which agrees with it along their shared edge and so is sane across the sliver.
-        bad = np.abs(det) < np.maximum(1e-3, 0.05 * self._rest_det)
-        inv = 1.0 / np.where(bad, 1.0, det)
-        # barycentrics l0, l1 as affine functions of (x, y): l = b[0] * x + b[1] * y + c
-        b0 = np.stack([e1[:, 1] * inv, -e1[:, 0] * inv], 1)
-        b1 = np.stack([-e0[:, 1] * inv, e0[:, 0] * inv], 1)
-        c0 = -(b0 * v[:, 2]).sum(1)
-        c1 = -(b1 * v[:, 2]).sum(1)
-        f0 = r[:, 0] - r[:, 2]
-        f1 = r[:, 1] - r[:, 2]
-        aff = np.empty((len(v), 6), np.float32)
-        for row in range(2):
-            aff[:, 3 * row + 0] = f0[:, row] * b0[:, 0] + f1[:, row] * b1[:, 0]
-            aff[:, 3 * row + 1] = f0[:, row] * b0[:, 1] + f1[:, row] * b1[:, 1]
-            aff[:, 3 * row + 2] = r[:, 2, row] + f0[:, row] * c0 + f1[:, row] * c1
+        _affines(pts, self.all_rest, self.simplices, self._rest_det, aff, v, bad)
         if bad.any():
             self._borrow_affines(aff, bad)
         return aff, v
