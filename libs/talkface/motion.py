@@ -13,6 +13,7 @@ and seed always give the same frames.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -431,15 +432,24 @@ class MotionPlan:
 
     def teeth_transforms(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """2x3 affines from the portrait to frame i for what the skull carries (the upper
-        teeth) and what the mandible carries (the lower teeth)."""
-        af = self.fields
-        anchors = af.rest[list(F.LIPS_ALL)]
-        depth = af.depth[list(F.LIPS_ALL)]
-        src = anchors[:, :2]
+        teeth) and what the mandible carries (the lower teeth): least-squares fits over
+        the lips' points, as fit_affine makes them."""
+        src, depth, bone, fit = self._teeth_basis
         jaw = float(self.weights["jaw"][i])
         skull = self.head(i, src, depth)
-        mandible = self.head(i, src + jaw * af.bone(anchors), depth)
-        return fit_affine(src, skull), fit_affine(src, mandible)
+        mandible = self.head(i, src + jaw * bone, depth)
+        return (fit @ skull).T, (fit @ mandible).T
+
+    @functools.cached_property
+    def _teeth_basis(self) -> tuple:
+        """What teeth_transforms needs of the portrait, the same in every frame: the lips'
+        points, their depth, how they ride the jaw, and the least-squares solve over them
+        (a frame's affine is this 3 x N matrix times the points' frame positions)."""
+        af = self.fields
+        anchors = af.rest[list(F.LIPS_ALL)]
+        src = np.asarray(anchors[:, :2], np.float64)
+        fit = np.linalg.pinv(np.column_stack([src, np.ones(len(src))]))
+        return src, af.depth[list(F.LIPS_ALL)], af.bone(anchors), fit
 
     def points(self, i: int) -> np.ndarray:
         """468x2 float32 landmark positions (image pixels) of frame i."""
