@@ -563,24 +563,23 @@ class MouthInterior:
             mask *= float(_smooth((now - rest_gap) / (0.008 * fh)))
             if mask.max() <= 0.0:
                 return
-        xs = np.arange(x0, x1, dtype=np.float64)
-        ys = np.arange(y0, y1, dtype=np.float64)[:, None]
-        top = _contour_y(up, xs)[None, :]
-        bottom = _contour_y(lo, xs)[None, :]
+        # float32 throughout: the opening is a few thousand pixels, drawn every frame
+        xs = np.arange(x0, x1, dtype=np.float32)
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+        top = _contour_y(up, xs).astype(np.float32)[None, :]
+        bottom = _contour_y(lo, xs).astype(np.float32)[None, :]
         gap = np.maximum(bottom - top, 0.5)
-        cx = (up[0, 0] + up[-1, 0]) / 2
-        half = max(abs(up[-1, 0] - up[0, 0]) / 2, 1.0)
-        s = np.clip((xs - cx) / half, -1, 1)[None, :]
+        cx = float(up[0, 0] + up[-1, 0]) / 2
+        half = max(abs(float(up[-1, 0] - up[0, 0])) / 2, 1.0)
+        across = 1 - np.clip((xs - cx) / half, -1, 1)[None, :] ** 2
         depth = np.clip((ys - top) / gap, 0, 1)
         c = self.colours
         # the cavity: darkest in the middle of the opening and in the corners
-        light = (0.65 + 0.35 * (1 - s * s)) * (0.75 + 0.25 * np.abs(2 * depth - 1))
-        out = c.cavity[None, None, :] * light[..., None]
-        # the tongue low in a wide opening
+        light = (0.65 + 0.35 * across) * (0.75 + 0.25 * np.abs(2 * depth - 1))
+        # the tongue low in a wide opening, the cavity's shade giving way to it
         wide = _smooth((gap / fh - 0.03) / 0.03)
-        tongue = (_smooth((depth - 0.5) / 0.4) * wide * (1 - s * s))[..., None]
-        out = out + (c.tongue[None, None, :] * (0.6 + 0.4 * depth[..., None]) - out) * tongue
-        out = out.astype(np.float32)
+        tongue = _smooth((depth - 0.5) / 0.4) * wide * across
+        out = (light * (1 - tongue))[..., None] * c.cavity + ((0.6 + 0.4 * depth) * tongue)[..., None] * c.tongue
         for layers, affine in ((self.lower, mandible), (self.upper, skull)):
             for layer in layers:
                 self._composite(out, layer, affine, x0, y0)
