@@ -232,8 +232,11 @@ class EyeModel:
                 continue
             sub = m[y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
             toned = e.tone is not None and closure > 0.0
-            out = remap(np, sub[..., 0], sub[..., 1], e, self.tables(k, np),
-                        np.float32(closure), np.float32(gu), np.float32(gv), weight=toned)
+            if closure > 0.0:
+                out = remap(np, sub[..., 0], sub[..., 1], e, self.tables(k, np),
+                            np.float32(closure), np.float32(gu), np.float32(gv), weight=toned)
+            else:  # most frames: the eyes look about with the lids open
+                out = gaze_only(sub[..., 0], sub[..., 1], e, self.tables(k, np), np.float32(gu), np.float32(gv))
             if toned:
                 tones.append((x0, y0, x1, y1, out[2], e.tone))
             sub[..., 0] = out[0]
@@ -250,6 +253,34 @@ class EyeModel:
                       np.zeros(_SAMPLES, np.float32) if e.toned is None else e.toned)
             cache[key] = arrays if xp is np else tuple(xp.from_numpy(a).to(device) for a in arrays)
         return cache[key]
+
+
+def gaze_only(sx: np.ndarray, sy: np.ndarray, eye: _Eye, tables: tuple, gu, gv) -> tuple:
+    """remap's positions (numpy) for open lids (closure 0): only what lies between the
+    margins moves, by the gaze. The same arithmetic as remap's for those pixels; remap
+    itself works out every lid band too, which at closure 0 leaves them where they are,
+    at two to three times the cost (this runs in most frames)."""
+    upper, lower = tables[0], tables[1]
+    ox, oy = float(eye.origin[0]), float(eye.origin[1])
+    ax, ay = float(eye.across[0]), float(eye.across[1])
+    nx, ny = float(eye.down[0]), float(eye.down[1])
+    w = eye.width
+    dx, dy = sx - ox, sy - oy
+    u = dx * ax + dy * ay
+    v = dx * nx + dy * ny
+    f = np.clip((u - eye.u0) * (1.0 / eye.step), 0.0, _SAMPLES - 1.0)
+    i = np.clip(np.floor(f), 0.0, _SAMPLES - 2.0)
+    frac = f - i
+    i = i.astype(np.int64)
+    top = upper[i] * (1.0 - frac) + upper[i + 1] * frac
+    bottom = lower[i] * (1.0 - frac) + lower[i + 1] * frac
+    s = np.clip((u - eye.u0) * (1.0 / (eye.step * (_SAMPLES - 1))), 0.0, 1.0)
+    a = np.clip(s * (1.0 / 0.3), 0.0, 1.0)
+    b = np.clip((1.0 - s) * (1.0 / 0.3), 0.0, 1.0)
+    bump = a * a * (3.0 - 2.0 * a) * (b * b * (3.0 - 2.0 * b))
+    u2, v2 = u - gu * w * bump, v - gv * w * bump
+    hit = (v >= top) & (v < bottom) & (u >= eye.u0) & (u <= eye.u0 + eye.step * (_SAMPLES - 1))
+    return np.where(hit, ox + u2 * ax + v2 * nx, sx), np.where(hit, oy + u2 * ay + v2 * ny, sy)
 
 
 def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv, weight: bool = False) -> tuple:

@@ -141,3 +141,26 @@ def test_the_head_nods_on_stresses_within_a_few_degrees():
     calm = P.head_motion(energy, None, FPS, seed=0, dynamic_scale=0.5, face_height=200.0)
     assert np.abs(calm.pitch).max() < np.abs(head.pitch).max()
     assert math.isclose(float(np.abs(P.head_motion(energy, None, FPS, 0, 0.0, 200.0).roll).max()), 0.0)
+
+
+def test_open_lids_looking_aside_move_as_the_full_remap_moves_them(eye_face):
+    """The open-lid shortcut (eyes.gaze_only, most frames) sends every pixel where the
+    full lid-and-gaze remap at closure 0 sends it, and moves the iris with the gaze."""
+    from libs.talkface import render as R
+
+    img, rest = eye_face
+    model = E.EyeModel(rest, img)
+    warper = R.Warper(img, rest)
+    m = warper.backward_map(warper.frame_points(rest))
+    rx0, ry0, rx1, ry1 = warper.roi
+    for k, eye in enumerate(model.eyes):
+        x0, y0, x1, y1 = model.frame_box(k, rest, (ry1, rx1))
+        sub = m[y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
+        for gu, gv in ((0.12, 0.0), (-0.1, 0.06), (0.05, -0.08)):
+            args = (np.float32(gu), np.float32(gv))
+            full = E.remap(np, sub[..., 0], sub[..., 1], eye, model.tables(k, np), np.float32(0.0), *args)
+            fast = E.gaze_only(sub[..., 0], sub[..., 1], eye, model.tables(k, np), *args)
+            moved = np.hypot(fast[0] - sub[..., 0], fast[1] - sub[..., 1])
+            assert moved.max() >= 0.5 * abs(gu) * eye.width, "the iris follows the gaze"
+            for a, b in zip(full, fast):
+                assert np.abs(a - b).max() <= 1e-3
