@@ -6,8 +6,8 @@ face and the image border), so everything outside the ring stays exactly still a
 only the face region is resampled. Lips that close further than the picture has them
 cover what was between them with their own texture, never the teeth behind.
 
-Speed: the topology is fixed, so per frame only the triangles' affines change. They are
-computed for all triangles at once; then one compiled pass (numba) scans the triangles
+Speed: the topology is fixed, so per frame only the triangles' affines change. One compiled
+pass (numba) works them out for all triangles; another scans the triangles
 that can move, row by row, and writes each pixel's source position from its triangle's
 affine: an exact piecewise-affine inverse map at full resolution, no iteration. The
 image is resampled with fixed-point cv2.remaps over the face region: its smooth part

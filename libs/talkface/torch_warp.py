@@ -2,7 +2,7 @@
 
 Same math as the numba path, frame by frame:
 - per frame, each triangle's affine back to the rest image is render.Warper's own
-  (`_triangle_affines`, computed on the host: a few hundred triangles, vectorised);
+  (`_triangle_affines`, computed on the host: a few hundred triangles, one numba pass);
 - the per-pixel triangle map is the numba scan done on the device for all frames of the
   chunk together: every row of every moving triangle is a span of pixels between its edge
   functions (the scan's, with its 1/1000 px tolerance), the spans are expanded to pixels,
