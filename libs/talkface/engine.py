@@ -41,6 +41,7 @@ from .eyes import EyeModel
 from .face import FaceAnalyzer
 from .image import MAX_INPUT_SIDE, load_image  # noqa: F401 - load_image is part of the engine's interface
 from .mouth import MouthInterior, refine_inner_lips
+from .mouth import compile_kernels as compile_mouth_kernels
 from .prosody import pitch_per_frame
 from .recogniser import PhoneRecogniser
 
@@ -121,6 +122,7 @@ class Engine:
         # thread each: 10 s at 512 px took 1.39 s of CPU instead of 1.71 s, and less time.
         cv2.setNumThreads(1)
         R.compile_kernels()
+        compile_mouth_kernels()
         self.render_device = render_device
         self.batch = max(1, int(batch))
         self.codec = codec

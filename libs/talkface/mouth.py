@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from . import face as F
+from .jit import compiled
 
 _UPPER = list(F.LIPS_INNER_UPPER)
 _LOWER = list(F.LIPS_INNER_LOWER)
@@ -50,6 +51,47 @@ _ARCH_END_DEG = 70.0
 def _smooth(x):
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
+
+
+@compiled
+def _shade(out: np.ndarray, top: np.ndarray, gap: np.ndarray, across: np.ndarray, fh: float,
+           cavity: np.ndarray, tongue: np.ndarray) -> None:
+    """The inside of an opening into `out` (rh, rw, 3) float32: a cavity darkest in the
+    middle and in the corners, the tongue low in a wide opening. Per column x: the upper
+    lip's row `top[x]` (in out's rows), the lips' `gap[x]` and `across[x]` (1 in the
+    middle of the mouth, 0 at its corners)."""
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            depth = min(max((y - top[x]) / gap[x], 0.0), 1.0)
+            light = (0.65 + 0.35 * across[x]) * (0.75 + 0.25 * abs(2.0 * depth - 1.0))
+            wide = min(max((gap[x] / fh - 0.03) / 0.03, 0.0), 1.0)
+            low = min(max((depth - 0.5) / 0.4, 0.0), 1.0)
+            t = low * low * (3.0 - 2.0 * low) * wide * wide * (3.0 - 2.0 * wide) * across[x]
+            a, b = light * (1.0 - t), (0.6 + 0.4 * depth) * t
+            for ch in range(3):
+                out[y, x, ch] = a * cavity[ch] + b * tongue[ch]
+
+
+@compiled
+def _blend(frame: np.ndarray, out: np.ndarray, mask: np.ndarray, tile: np.ndarray, grain: float) -> None:
+    """`out` plus `grain` times the noise `tile`, blended over the uint8 `frame` by `mask`,
+    in place."""
+    for y in range(frame.shape[0]):
+        for x in range(frame.shape[1]):
+            a, g = mask[y, x], grain * tile[y, x]
+            for ch in range(3):
+                f = np.float32(frame[y, x, ch])
+                v = f + (out[y, x, ch] + g - f) * a + 0.5
+                frame[y, x, ch] = np.uint8(min(max(v, 0.0), 255.0))
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's cache) the interior's kernels now, not in the first job."""
+    out = np.zeros((2, 2, 3), np.float32)
+    one = np.ones(2, np.float32)
+    _shade(out, one, one, one, np.float32(1.0), one[:1].repeat(3), one[:1].repeat(3))
+    _blend(np.zeros((2, 2, 3), np.uint8), out, np.ones((2, 2), np.float32), np.ones((2, 2), np.float32),
+           np.float32(0.0))
 
 
 def _poly_mask(polygon: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
@@ -563,35 +605,25 @@ class MouthInterior:
             mask *= float(_smooth((now - rest_gap) / (0.008 * fh)))
             if mask.max() <= 0.0:
                 return
-        # float32 throughout: the opening is a few thousand pixels, drawn every frame
         xs = np.arange(x0, x1, dtype=np.float32)
-        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-        top = _contour_y(up, xs).astype(np.float32)[None, :]
-        bottom = _contour_y(lo, xs).astype(np.float32)[None, :]
-        gap = np.maximum(bottom - top, 0.5)
+        top = _contour_y(up, xs).astype(np.float32)
+        gap = np.maximum(_contour_y(lo, xs).astype(np.float32) - top, 0.5)
         cx = float(up[0, 0] + up[-1, 0]) / 2
         half = max(abs(float(up[-1, 0] - up[0, 0])) / 2, 1.0)
-        across = 1 - np.clip((xs - cx) / half, -1, 1)[None, :] ** 2
-        depth = np.clip((ys - top) / gap, 0, 1)
+        across = 1 - np.clip((xs - cx) / half, -1, 1) ** 2
         c = self.colours
-        # the cavity: darkest in the middle of the opening and in the corners
-        light = (0.65 + 0.35 * across) * (0.75 + 0.25 * np.abs(2 * depth - 1))
-        # the tongue low in a wide opening, the cavity's shade giving way to it
-        wide = _smooth((gap / fh - 0.03) / 0.03)
-        tongue = _smooth((depth - 0.5) / 0.4) * wide * across
-        out = (light * (1 - tongue))[..., None] * c.cavity + ((0.6 + 0.4 * depth) * tongue)[..., None] * c.tongue
+        out = np.empty((rh, rw, 3), np.float32)
+        _shade(out, top - y0, gap, across, np.float32(fh), c.cavity, c.tongue)
         for layers, affine in ((self.lower, mandible), (self.upper, skull)):
             for layer in layers:
                 self._composite(out, layer, affine, x0, y0)
+        grain, tile = 0.0, mask
         if self.grain > 0.3:
             # the photo's grain, a little less than over its skin (JPEG smooths dark areas)
             ox, oy = (index * 37) % 128, (index * 61) % 128
-            tile = self._noise[oy:oy + rh, ox:ox + rw]
-            if tile.shape == (rh, rw):
-                out += (0.6 * self.grain * tile)[..., None]
-        roi = frame[y0:y1, x0:x1].astype(np.float32)
-        a = mask[..., None]
-        frame[y0:y1, x0:x1] = np.clip(roi + (out - roi) * a + 0.5, 0, 255).astype(np.uint8)
+            if self._noise[oy:oy + rh, ox:ox + rw].shape == (rh, rw):
+                grain, tile = 0.6 * self.grain, self._noise[oy:oy + rh, ox:ox + rw]
+        _blend(frame[y0:y1, x0:x1], out, mask, tile, np.float32(grain))
 
     @staticmethod
     def _composite(out: np.ndarray, layer: _Layer, affine: np.ndarray, x0: int, y0: int) -> None:

@@ -21,7 +21,6 @@ import math
 from typing import Optional
 
 import cv2
-import numba
 import numpy as np
 from scipy.spatial import Delaunay
 
@@ -29,6 +28,7 @@ from . import anchors as A
 from . import face as F
 from . import lid_tone
 from .eyes import EyeModel
+from .jit import compiled
 
 # Detail finer than this blur (pixels) is carried through the warp from the nearest source pixel.
 DETAIL_SIGMA = 2.0
@@ -63,18 +63,7 @@ def warp_vertices(rest: np.ndarray, total: int = 230) -> np.ndarray:
     return np.array(sorted(chosen), np.int32)
 
 
-def _compiled(fn):
-    """`fn` compiled by numba without the GIL (the encoder thread runs beside the render
-    loop), cached on disk so a process loads it instead of compiling (about 1 s): in
-    __pycache__, else under $NUMBA_CACHE_DIR or $XDG_CACHE_HOME. Where none of those can be
-    written (a read-only image without a writable home) each process compiles it once."""
-    try:
-        return numba.njit(cache=True, nogil=True)(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(fn)
-
-
-@_compiled
+@compiled
 def _scan_triangles(m: np.ndarray, x0: int, y0: int, tri: np.ndarray, aff: np.ndarray) -> None:
     """Write `aff[k]` applied to every pixel inside triangle `tri[k]` into the map `m`.
 
@@ -132,7 +121,7 @@ def _scan_triangles(m: np.ndarray, x0: int, y0: int, tri: np.ndarray, aff: np.nd
                 row[x - x0, 1] = a3 * x + sy
 
 
-@_compiled
+@compiled
 def _affines(pts: np.ndarray, rest: np.ndarray, simplices: np.ndarray, rest_det: np.ndarray,
              aff: np.ndarray, v: np.ndarray, bad: np.ndarray) -> None:
     """Per triangle k, the affine `aff[k]` (a0..a5, see _scan_triangles) taking its frame
