@@ -255,32 +255,50 @@ class EyeModel:
         return cache[key]
 
 
+def _eye_space(xp: Any, sx, sy, eye: _Eye, upper, lower) -> tuple:
+    """Positions (sx, sy) in the eye's own axes: (u along the eye, v down from its axis),
+    the tabulated margin they fall between (i, frac), and the margins there (top, bottom)."""
+    ox, oy = float(eye.origin[0]), float(eye.origin[1])
+    ax, ay = float(eye.across[0]), float(eye.across[1])
+    nx, ny = float(eye.down[0]), float(eye.down[1])
+    dx, dy = sx - ox, sy - oy
+    u = dx * ax + dy * ay
+    v = dx * nx + dy * ny
+    f = xp.clip((u - eye.u0) * (1.0 / eye.step), 0.0, _SAMPLES - 1.0)
+    i = xp.clip(xp.floor(f), 0.0, _SAMPLES - 2.0)
+    frac = f - i
+    i = i.long() if hasattr(i, "long") else i.astype(np.int64)
+    top = upper[i] * (1.0 - frac) + upper[i + 1] * frac
+    bottom = lower[i] * (1.0 - frac) + lower[i + 1] * frac
+    return u, v, i, frac, top, bottom
+
+
+def _gaze_bump(xp: Any, u, eye: _Eye):
+    """How far the gaze moves what lies at u: 1 over the middle of the eye, 0 towards the corners."""
+    s = xp.clip((u - eye.u0) * (1.0 / (eye.step * (_SAMPLES - 1))), 0.0, 1.0)
+    a = xp.clip(s * (1.0 / 0.3), 0.0, 1.0)
+    b = xp.clip((1.0 - s) * (1.0 / 0.3), 0.0, 1.0)
+    return a * a * (3.0 - 2.0 * a) * (b * b * (3.0 - 2.0 * b))
+
+
+def _back(xp: Any, hit, u2, v2, sx, sy, eye: _Eye) -> tuple:
+    """(u2, v2) in the eye's axes back to image positions where `hit`, (sx, sy) elsewhere."""
+    ox, oy = float(eye.origin[0]), float(eye.origin[1])
+    ax, ay = float(eye.across[0]), float(eye.across[1])
+    nx, ny = float(eye.down[0]), float(eye.down[1])
+    return xp.where(hit, ox + u2 * ax + v2 * nx, sx), xp.where(hit, oy + u2 * ay + v2 * ny, sy)
+
+
 def gaze_only(sx: np.ndarray, sy: np.ndarray, eye: _Eye, tables: tuple, gu, gv) -> tuple:
     """remap's positions (numpy) for open lids (closure 0): only what lies between the
     margins moves, by the gaze. The same arithmetic as remap's for those pixels; remap
     itself works out every lid band too, which at closure 0 leaves them where they are,
     at two to three times the cost (this runs in most frames)."""
-    upper, lower = tables[0], tables[1]
-    ox, oy = float(eye.origin[0]), float(eye.origin[1])
-    ax, ay = float(eye.across[0]), float(eye.across[1])
-    nx, ny = float(eye.down[0]), float(eye.down[1])
-    w = eye.width
-    dx, dy = sx - ox, sy - oy
-    u = dx * ax + dy * ay
-    v = dx * nx + dy * ny
-    f = np.clip((u - eye.u0) * (1.0 / eye.step), 0.0, _SAMPLES - 1.0)
-    i = np.clip(np.floor(f), 0.0, _SAMPLES - 2.0)
-    frac = f - i
-    i = i.astype(np.int64)
-    top = upper[i] * (1.0 - frac) + upper[i + 1] * frac
-    bottom = lower[i] * (1.0 - frac) + lower[i + 1] * frac
-    s = np.clip((u - eye.u0) * (1.0 / (eye.step * (_SAMPLES - 1))), 0.0, 1.0)
-    a = np.clip(s * (1.0 / 0.3), 0.0, 1.0)
-    b = np.clip((1.0 - s) * (1.0 / 0.3), 0.0, 1.0)
-    bump = a * a * (3.0 - 2.0 * a) * (b * b * (3.0 - 2.0 * b))
-    u2, v2 = u - gu * w * bump, v - gv * w * bump
+    u, v, _, _, top, bottom = _eye_space(np, sx, sy, eye, tables[0], tables[1])
+    bump = _gaze_bump(np, u, eye)
+    u2, v2 = u - gu * eye.width * bump, v - gv * eye.width * bump
     hit = (v >= top) & (v < bottom) & (u >= eye.u0) & (u <= eye.u0 + eye.step * (_SAMPLES - 1))
-    return np.where(hit, ox + u2 * ax + v2 * nx, sx), np.where(hit, oy + u2 * ay + v2 * ny, sy)
+    return _back(np, hit, u2, v2, sx, sy, eye)
 
 
 def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv, weight: bool = False) -> tuple:
@@ -293,19 +311,8 @@ def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv, weight: bo
     closure, gu and gv broadcast against sx (scalars, or (B, 1, 1) for a chunk of frames).
     Elementwise float32 arithmetic only, in the same order on both backends."""
     upper, lower, reaches, starts, lends, lifts, toned = tables
-    ox, oy = float(eye.origin[0]), float(eye.origin[1])
-    ax, ay = float(eye.across[0]), float(eye.across[1])
-    nx, ny = float(eye.down[0]), float(eye.down[1])
     w = eye.width
-    dx, dy = sx - ox, sy - oy
-    u = dx * ax + dy * ay
-    v = dx * nx + dy * ny
-    f = xp.clip((u - eye.u0) * (1.0 / eye.step), 0.0, _SAMPLES - 1.0)
-    i = xp.clip(xp.floor(f), 0.0, _SAMPLES - 2.0)
-    frac = f - i
-    i = i.long() if hasattr(i, "long") else i.astype(np.int64)
-    top = upper[i] * (1.0 - frac) + upper[i + 1] * frac
-    bottom = lower[i] * (1.0 - frac) + lower[i + 1] * frac
+    u, v, i, frac, top, bottom = _eye_space(xp, sx, sy, eye, upper, lower)
     reach = reaches[i] * (1.0 - frac) + reaches[i + 1] * frac  # the lid's skin above the margin
     gap = bottom - top
     d_up = closure * UPPER_SHARE * gap
@@ -324,11 +331,7 @@ def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv, weight: bo
     margin = top + d_up
     low_margin = bottom - d_lo
     low_band = LOWER_BAND * w
-    # the gaze: 1 over the middle of the eye, 0 towards the corners
-    s = xp.clip((u - eye.u0) * (1.0 / (eye.step * (_SAMPLES - 1))), 0.0, 1.0)
-    a = xp.clip(s * (1.0 / 0.3), 0.0, 1.0)
-    b = xp.clip((1.0 - s) * (1.0 / 0.3), 0.0, 1.0)
-    bump = a * a * (3.0 - 2.0 * a) * (b * b * (3.0 - 2.0 * b))
+    bump = _gaze_bump(xp, u, eye)
     top_skin = (reach - skip) / (band + d_up)
     low_skin = low_band / (low_band + d_lo)
     shift_u, shift_v = gu * w * bump, gv * w * bump
@@ -346,7 +349,7 @@ def remap(xp: Any, sx, sy, eye: _Eye, tables: tuple, closure, gu, gv, weight: bo
     u2, v2 = source(v)
     # elsewhere the positions stay exactly as they were
     hit = (v >= skin_top) & (v < bottom + low_band) & (u >= eye.u0) & (u <= eye.u0 + eye.step * (_SAMPLES - 1))
-    out = (xp.where(hit, ox + u2 * ax + v2 * nx, sx), xp.where(hit, oy + u2 * ay + v2 * ny, sy))
+    out = _back(xp, hit, u2, v2, sx, sy, eye)
     if not weight:
         return out
     a = xp.clip((v - top) * (1.0 / (TONE_FADE * w)) + 1.0, 0.0, 1.0)
