@@ -177,12 +177,13 @@ class Colours:
 
 
 def face_colours(image: np.ndarray, rest: np.ndarray, fh: float, teeth: Optional[np.ndarray] = None,  # noqa: ARG001 - callers pass the face height
-                 cavity: Optional[np.ndarray] = None) -> Colours:
+                 cavity: Optional[np.ndarray] = None, tongue: Optional[np.ndarray] = None) -> Colours:
     """Colours for a drawn mouth inside, from the portrait itself.
 
     Teeth are lit like the whites of the eyes, a little darker (they sit in the mouth's
     shade) and warmer; the cavity is the lips' colour deep in shadow, the tongue the lips'
-    colour in half shade. A grey photo gives grey colours."""
+    colour in half shade. Where the portrait shows its own (`teeth`, `cavity`, `tongue`:
+    analyse_portrait_mouth's), those are used. A grey photo gives grey colours."""
     pts = rest[:, :2]
     lo, hi = pts[list(F.FACE_OVAL)].min(0), pts[list(F.FACE_OVAL)].max(0)
     h, w = image.shape[:2]
@@ -216,7 +217,7 @@ def face_colours(image: np.ndarray, rest: np.ndarray, fh: float, teeth: Optional
     # quarter of the lips (a portrait's own darkest mouth pixels help, when it has some)
     deep = lip * np.array([0.18, 0.09, 0.09])
     cavity = deep if cavity is None else 0.5 * deep + 0.5 * np.minimum(np.asarray(cavity, np.float64), lip * 0.3)
-    tongue = lip * np.array([0.55, 0.4, 0.4])
+    tongue = lip * np.array([0.55, 0.4, 0.4]) if tongue is None else tongue
     teeth, cavity, tongue = (np.asarray(c, np.float32) for c in (teeth, cavity, tongue))
     if grey:
         teeth, cavity, tongue = (np.full(3, float(c.mean()), np.float32) for c in (teeth, cavity, tongue))
@@ -242,6 +243,8 @@ class PortraitMouth:
     dark_gap: float  # face heights of dark cavity between the rows (the jaw's opening)
     teeth_colour: Optional[np.ndarray]
     cavity_colour: Optional[np.ndarray]
+    tongue: Optional[np.ndarray] = None  # (h, w) float32 mask over `box`: low between rows apart, neither teeth nor shadow
+    tongue_colour: Optional[np.ndarray] = None
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
@@ -265,13 +268,19 @@ def _teeth_and_shadow(image: np.ndarray, pts: np.ndarray, box: tuple) -> tuple:
     lightest = max(l for l, _ in lips)
     darkest = min(l for l, _ in lips)
     least_chroma = min(c for _, c in lips)
-    # teeth are lighter than either lip and less coloured (a lip's highlight keeps its
-    # colour); in a grey photo lightness is all there is
-    if least_chroma > 8.0:
-        teeth = (light > lightest + 8.0) & (chroma < 0.85 * least_chroma)
-    else:
-        teeth = light > lightest + 15.0
-    return teeth, light < 0.62 * darkest
+    if least_chroma <= 8.0:
+        # a grey photo: lightness is all there is, and teeth are lighter than either lip
+        return light > lightest + 15.0, light < 0.62 * darkest
+    # Teeth are lighter than their lip and less coloured (a lip's highlight keeps its
+    # colour). Each row is judged against its own lip: the upper teeth often lie in the
+    # shadow of the upper lip, darker than a lit lower lip (a photo caught mid-word).
+    xs = np.arange(x0, x1, dtype=np.float64)
+    mid = 0.5 * (_contour_y(pts[_UPPER], xs) + _contour_y(pts[_LOWER], xs))
+    upper_half = np.arange(y0, y1, dtype=np.float64)[:, None] < mid[None, :]
+    (l_up, c_up), (l_lo, c_lo) = lips
+    lip_light = np.where(upper_half, l_up, l_lo)
+    lip_chroma = np.where(upper_half, c_up, c_lo)
+    return (light > lip_light + 8.0) & (chroma < 0.85 * lip_chroma), light < 0.62 * darkest
 
 
 def refine_inner_lips(image: np.ndarray, rest: np.ndarray, fh: float) -> np.ndarray:
@@ -344,6 +353,11 @@ def analyse_portrait_mouth(image: np.ndarray, rest: np.ndarray, fh: float) -> Po
     patch = image[y0:y1, x0:x1]
     dark &= inside
     cavity_colour = np.median(patch[dark].astype(np.float32), 0) if dark.sum() >= 6 else None
+    # what lies low in the opening that is neither teeth nor shadow: the tongue, when the
+    # rows are apart (judged below)
+    xs = np.arange(x0, x1, dtype=np.float64)
+    low = np.arange(y0, y1, dtype=np.float64)[:, None] >= 0.5 * (_contour_y(up, xs) + _contour_y(lo, xs))[None, :]
+    tongue = inside & low & ~teeth & ~dark
     teeth &= inside
     if teeth.sum() < max(6, 0.08 * inside.sum()):
         # an open mouth without teeth to be seen (in shadow, or a small photo)
@@ -380,8 +394,12 @@ def analyse_portrait_mouth(image: np.ndarray, rest: np.ndarray, fh: float) -> Po
         upper[top:top + cut, c] = col[:cut]
     teeth_colour = np.median(patch[teeth].astype(np.float32), 0)
     dark_gap = float(np.median(dark_gaps)) if dark_gaps else 0.0
+    if dark_gap > SHUT_TOLERANCE and tongue.sum() >= max(12, 0.05 * inside.sum()):
+        tongue_mask, tongue_colour = tongue.astype(np.float32), np.median(patch[tongue].astype(np.float32), 0)
+    else:
+        tongue_mask = tongue_colour = None
     return PortraitMouth(True, teeth.astype(np.float32), upper.astype(np.float32), box,
-                         max(0.0, dark_gap - SHUT_TOLERANCE), teeth_colour, cavity_colour)
+                         max(0.0, dark_gap - SHUT_TOLERANCE), teeth_colour, cavity_colour, tongue_mask, tongue_colour)
 
 
 class MouthInterior:
@@ -398,7 +416,8 @@ class MouthInterior:
         self.rest = np.asarray(rest, np.float64)
         pts = self.rest[:, :2]
         self.found = analyse_portrait_mouth(image, self.rest, self.fh)
-        self.colours = face_colours(image, self.rest, self.fh, self.found.teeth_colour, self.found.cavity_colour)
+        self.colours = face_colours(image, self.rest, self.fh, self.found.teeth_colour, self.found.cavity_colour,
+                                    self.found.tongue_colour)
         lo, hi = pts[list(F.FACE_OVAL)].min(0), pts[list(F.FACE_OVAL)].max(0)
         h, w = image.shape[:2]
         self.grain = _grain(image, (max(0, int(lo[0])), max(0, int(lo[1])), min(w, int(hi[0])), min(h, int(hi[1]))))
@@ -452,9 +471,23 @@ class MouthInterior:
         skull = self._own(image, box, keep, hang=True)
         mandible = self._own(image, box, lower, hang=False) if lower.sum() >= 4 else drawn_lo
         if found.dark_gap > 0:
-            # where its own upper teeth were not made out, drawn ones stand in (in their colour)
-            return [drawn_up, skull], [mandible]
+            # where its own upper teeth were not made out, drawn ones stand in (in their
+            # colour); its own tongue, where it shows one, rides the jaw under the lower teeth
+            return [drawn_up, skull], self._tongue(image, box) + [mandible]
         return [skull], [mandible]
+
+    def _tongue(self, image: np.ndarray, box: tuple) -> list:
+        """The portrait's own tongue as a layer (none when it shows none), its edge softened
+        into the drawn cavity around it."""
+        found = self.found
+        if found.tongue is None:
+            return []
+        x0, y0, x1, y1 = box
+        fx0, fy0, fx1, fy1 = found.box
+        alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
+        alpha[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] = found.tongue
+        alpha = cv2.GaussianBlur(alpha, (0, 0), 1.0) * alpha  # inside only, fading at the edge
+        return [_Layer(np.dstack([image[y0:y1, x0:x1].astype(np.float32), alpha]), (x0, y0))]
 
     def _own(self, image: np.ndarray, box: tuple, alpha: np.ndarray, hang: bool) -> _Layer:
         """The portrait's pixels under `alpha` as a layer, continued behind the lip they
