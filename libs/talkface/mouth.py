@@ -90,8 +90,10 @@ def compile_kernels() -> None:
     out = np.zeros((2, 2, 3), np.float32)
     one = np.ones(2, np.float32)
     _shade(out, one, one, one, np.float32(1.0), one[:1].repeat(3), one[:1].repeat(3))
-    _blend(np.zeros((2, 2, 3), np.uint8), out, np.ones((2, 2), np.float32), np.ones((2, 2), np.float32),
-           np.float32(0.0))
+    # as draw calls it: into a box of the frame, with the mask or a tile of the noise
+    frame, mask = np.zeros((4, 4, 3), np.uint8), np.ones((2, 2), np.float32)
+    _blend(frame[1:3, 1:3], out, mask, mask, np.float32(0.0))
+    _blend(frame[1:3, 1:3], out, mask, np.ones((4, 4), np.float32)[1:3, 1:3], np.float32(0.0))
 
 
 def _poly_mask(polygon: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:

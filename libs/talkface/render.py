@@ -159,8 +159,8 @@ def _affines(pts: np.ndarray, rest: np.ndarray, simplices: np.ndarray, rest_det:
 
 
 def compile_kernels() -> None:
-    """Compile (or load from numba's cache) the warp's scan now, so the first frame of the
-    first job does not wait for it."""
+    """Compile (or load from numba's cache) the warp's kernels now, so the first frame of
+    the first job does not wait for them."""
     _scan_triangles(np.zeros((2, 2, 2), np.float32), 0, 0, np.zeros((1, 3, 2), np.float32),
                     np.zeros((1, 6), np.float32))
     _affines(np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32), np.zeros((1, 3), np.int32),
