@@ -5,12 +5,13 @@ a cavity in shadow (with the tongue low in it on wide openings), the lower teeth
 ride the mandible, and the upper teeth, which stay with the skull; the lips themselves
 (the warp's) frame it.
 
-Where the portrait shows its teeth, they are cut out of it (bright, unsaturated pixels
-between its inner lips, split into the row that hangs from the upper lip and the row on
-the lower one) and move as layers, so a frame shows the person's own teeth, pixel for
-pixel, wherever they are visible. The dark gap between the two rows tells how far the
-portrait's jaw is open; a portrait caught mid-word is shut to rest with its lips together
-(MotionPlan.jaw_rest / press_rest), and speech opens it again from there.
+Where the portrait shows its teeth, they are cut out of it (pixels between its inner lips
+lighter and less coloured than the lip beside them, split into the row that hangs from the
+upper lip and the row on the lower one) and move as layers, so a frame shows the person's
+own teeth, pixel for pixel, wherever they are visible. The dark gap between the two rows
+tells how far the portrait's jaw is open; a portrait caught mid-word is shut to rest with
+its lips together (MotionPlan.jaw_rest / press_rest), and speech opens it again from
+there, its own tongue riding the jaw under the lower teeth.
 
 Where the portrait shows none, the rows are drawn once, in the portrait's own space:
 incisal edges that follow the lip line and the smile's curve, teeth spaced as a dental
