@@ -483,7 +483,9 @@ def mouth_weights(track: MouthTrack, m: int, jaw_rest: float = 0.0, press_rest: 
         "jaw": (jaw_rest + opening + jaw * opening * (1.0 - opening)).astype(np.float32),
         "spread": (np.maximum(width, 0.0) + spread * (1.0 - np.abs(width))).astype(np.float32),
         "round": np.maximum(-width, 0.0).astype(np.float32),
-        "press": np.clip(press + rest_press + pressed * (1.0 - opening), 0.0, 1.0).astype(np.float32),
+        # each of press and F/V closes the lips fully at 1: together they must not push
+        # the lips across each other (the warp would fold there and show what was between)
+        "press": np.clip(press + rest_press + pressed * (1.0 - opening), 0.0, 1.0 - fv).astype(np.float32),
         "fv": fv.astype(np.float32),
     }
 
