@@ -4,10 +4,9 @@ For 10 s and 60 s of speech at 512x512, 24 fps it prints the wall time of
 `Engine.generate` (speech analysis, rendering and H.264 encoding included), its
 real-time factor, the time the encoder alone takes for the same number of frames (the
 fastest of libx264 with 1, 2 and automatic threads), the ratio of the two (each the best
-of `--repeats` runs, generate and the encoder alone taking turns), and the speech
-analysis timed on its own, which in a job runs in the engine's recogniser process beside
-the render), and the peak RSS after each run of the process and its recogniser child
-together. Each length runs in its own child process so the
+of `--repeats` runs, generate and the encoder alone taking turns), the speech analysis
+timed on its own (in a job it runs in the engine's recogniser process beside the render),
+and the peak RSS after each run of the process and its recogniser child together. Each length runs in its own child process so the
 peak RSS of one does not hide the other's. The portrait is the scikit-image astronaut
 cropped to the face (so the face fills the frame: the most pixels to warp).
 
@@ -102,7 +101,7 @@ def run_one(seconds: float, size: int, portrait: str, tmp: str, repeats: int = 3
     gen_cpus: list[float] = []
     enc_by_threads: dict = {}
     frames = None
-    for _ in range(repeats):
+    for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         cpu0 = cpu_seconds(os.getpid())
         result = engine.generate(job)
