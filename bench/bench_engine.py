@@ -6,9 +6,10 @@ real-time factor, the time the encoder alone takes for the same number of frames
 fastest of libx264 with 1, 2 and automatic threads), the ratio of the two (each the best
 of `--repeats` runs, generate and the encoder alone taking turns), the speech analysis
 timed on its own (in a job it runs in the engine's recogniser process beside the render),
-and the peak RSS after each run of the process and its recogniser child together. Each length runs in its own child process so the
-peak RSS of one does not hide the other's. The portrait is the scikit-image astronaut
-cropped to the face (so the face fills the frame: the most pixels to warp).
+and the peak RSS after each run of the process and its recogniser child together. Each
+length runs in its own child process so the peak RSS of one does not hide the other's.
+The portrait is the scikit-image astronaut cropped to the face (so the face fills the
+frame: the most pixels to warp).
 
     python -m bench.bench_engine [--lengths 10 60] [--size 512] [--portrait PATH] [--repeats 3]
 """
